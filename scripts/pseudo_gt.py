@@ -1,0 +1,10 @@
+"""Rule pseudo_gt: the class's CNN labels the class's own images."""
+
+from rlseg.pipeline import logged, make_pseudo_gt, setup_threads
+
+snakemake = globals()["snakemake"]
+cls = snakemake.wildcards.cls
+with logged(snakemake.log[0], f"pseudo ground truth {cls}"):
+    setup_threads(snakemake.threads)
+    make_pseudo_gt(snakemake.input.model, snakemake.input.manifest, int(snakemake.params.ids[cls]),
+                   snakemake.output[0], device=snakemake.params.device, batch_size=snakemake.params.batch_size)

@@ -1,0 +1,26 @@
+"""Rule train_single_class: the class's U-Net through annealing (or the base model), normal, transfer and
+negative stages."""
+
+from pathlib import Path
+
+from rlseg.pipeline import logged, run_single_class, setup_threads
+
+snakemake = globals()["snakemake"]
+cls = snakemake.wildcards.cls
+with logged(snakemake.log[0], f"train single-class {cls}"):
+    setup_threads(snakemake.threads)
+    run_single_class(
+        cls,
+        manifest=snakemake.input.manifest,
+        all_manifests=list(snakemake.input.manifests),
+        classes=snakemake.params.classes,
+        ids=dict(snakemake.params.ids),
+        settings=dict(snakemake.params.single_class),
+        outdir=str(Path(snakemake.output.model).parent),
+        model_out=snakemake.output.model,
+        history_out=snakemake.output.history,
+        base=snakemake.input.base[0] if snakemake.input.base else None,
+        negatives_dir=snakemake.params.negatives_dir,
+        masks_dir=snakemake.params.masks_dir,
+        device=snakemake.params.device,
+    )

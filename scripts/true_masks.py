@@ -1,0 +1,7 @@
+"""Rule true_masks: (image, true mask) pairs of the training images, for the upper bound."""
+
+from rlseg.pipeline import logged, true_mask_pairs
+
+snakemake = globals()["snakemake"]
+with logged(snakemake.log[0], "true masks"):
+    true_mask_pairs(snakemake.params.source, list(snakemake.input), snakemake.params.results, snakemake.output[0])

@@ -1,0 +1,106 @@
+"""Configuration: schema validation (with defaults) and the checks a JSON schema cannot express.
+
+Every check runs before any job and names the key or folder at fault.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+
+import yaml
+
+SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+
+__all__ = ["ConfigError", "check_config", "load_config"]
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot work; the message names the key."""
+
+
+def _fill_defaults(schema: dict, obj: dict) -> None:
+    for key, sub in schema.get("properties", {}).items():
+        if key not in obj and "default" in sub:
+            obj[key] = copy.deepcopy(sub["default"])
+        if isinstance(obj.get(key), dict) and sub.get("type") == "object":
+            _fill_defaults(sub, obj[key])
+
+
+def load_config(*paths: str | os.PathLike, overrides: dict | None = None, schema: str | os.PathLike = SCHEMA) -> dict:
+    """Merge YAML files (later ones win, dicts merged key by key), validate against the schema, fill defaults."""
+    import jsonschema
+
+    config: dict = {}
+    for p in paths:
+        _merge(config, yaml.safe_load(Path(p).read_text()) or {})
+    if overrides:
+        _merge(config, overrides)
+    sch = yaml.safe_load(Path(schema).read_text())
+    try:
+        jsonschema.validate(config, sch)
+    except jsonschema.ValidationError as err:
+        where = ".".join(str(p) for p in err.absolute_path) or "<top level>"
+        raise ConfigError(f"config key {where}: {err.message}") from None
+    _fill_defaults(sch, config)
+    check_config(config)
+    return config
+
+
+def _merge(into: dict, new: dict) -> None:
+    for k, v in new.items():
+        if isinstance(v, dict) and isinstance(into.get(k), dict):
+            _merge(into[k], v)
+        else:
+            into[k] = v
+
+
+def check_config(config: dict) -> None:
+    """Checks beyond the schema.
+
+    Raises:
+        ConfigError: duplicate class names, a U-Net resolution that is not a multiple of 32, a crop the chosen
+            DeepLab cannot take, a folder source whose class folder is missing or empty, a missing root.
+    """
+    classes = config["classes"]
+    dupes = sorted({c for c in classes if classes.count(c) > 1})
+    if dupes:
+        raise ConfigError(f"classes: duplicate class names {dupes}")
+    sc = config["single_class"]
+    for r in sc["resolutions"]:
+        if r % 32:
+            raise ConfigError(f"single_class.resolutions: {r} is not a multiple of 32 (the U-Net downsamples 5x)")
+    if sc["sigma_start"] > sc["sigma_end"]:
+        raise ConfigError("single_class.sigma_start must not exceed single_class.sigma_end")
+    mc = config["multiclass"]
+    if mc["arch"] == "deeplabv3plus" and mc["crop"] % 16:
+        raise ConfigError(f"multiclass.crop: {mc['crop']} must be a multiple of 16 for deeplabv3plus "
+                          "(output stride 16); e.g. 512")
+    if mc["scale_min"] > mc["scale_max"]:
+        raise ConfigError("multiclass.scale_min must not exceed multiclass.scale_max")
+    images = config["images"]
+    if images["source"] in ("folder",):
+        root = images.get("root")
+        if not root:
+            raise ConfigError("images.root: required when images.source is folder")
+        for c in classes:
+            folder = Path(root) / c
+            if not folder.is_dir():
+                raise ConfigError(f"images.root: class folder {folder} is missing")
+            if not any(p.suffix.lower() in (".jpg", ".jpeg", ".png") for p in folder.iterdir()):
+                raise ConfigError(f"images.root: class folder {folder} has no .jpg/.jpeg/.png images")
+    if images["source"] == "voc_single":
+        from rlseg.voc import VOC_CLASSES
+
+        bad = [c for c in classes if c not in VOC_CLASSES[1:]]
+        if bad:
+            raise ConfigError(f"classes: {bad} are not Pascal VOC classes (images.source = voc_single)")
+    ev = config["eval"]
+    if ev["source"] == "voc_dir":
+        if not ev.get("root") or not Path(ev["root"]).is_dir():
+            raise ConfigError(f"eval.root: VOC-layout folder {ev.get('root')!r} is missing (eval.source = voc_dir)")
+    if config["single_class"]["init"] == "base" and config["base_model"]["source"] == "folder":
+        root = config["base_model"].get("root")
+        if not root or not Path(root).is_dir():
+            raise ConfigError(f"base_model.root: folder {root!r} is missing (base_model.source = folder)")

@@ -1,0 +1,60 @@
+"""Evaluation: confusion matrix over background + the configured classes, 255 ignored -> mIoU and per-class IoU."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from rlseg.imageio import load_mask
+from rlseg.io import write_csv, write_text
+from rlseg.metrics import ConfusionMatrix, iou_per_class
+
+__all__ = ["evaluate_predictions", "remap_truth", "write_scores"]
+
+
+def remap_truth(mask: np.ndarray, ids: Sequence[int]) -> np.ndarray:
+    """Map label ids to confusion-matrix rows: background 0, configured class j -> j+1, void stays 255.
+
+    Pixels of classes outside the configured list count as background.
+    """
+    lut = np.zeros(256, dtype=np.uint8)
+    for j, cid in enumerate(ids):
+        lut[cid] = j + 1
+    lut[255] = 255
+    return lut[mask]
+
+
+def evaluate_predictions(
+    pairs: Sequence[tuple[str | os.PathLike, str | os.PathLike]],
+    class_names: Sequence[str],
+    ids: Sequence[int],
+    num_labels: int = 256,
+) -> tuple[float, list[dict]]:
+    """Score prediction PNGs against true masks.
+
+    Args:
+        pairs: (truth mask, prediction PNG) paths; both hold label ids (VOC ids or 1..K), truth 255 = void.
+        class_names, ids: the configured classes and their label ids.
+    Returns:
+        (mIoU in percent over background + the classes, rows of {class, id, iou} in percent).
+    """
+    cm = ConfusionMatrix(len(ids) + 1)
+    for truth_path, pred_path in pairs:
+        truth = load_mask(truth_path, num_classes=num_labels)
+        pred = load_mask(pred_path, size=(truth.shape[1], truth.shape[0]), num_classes=num_labels)
+        pred_rows = remap_truth(pred, ids)
+        pred_rows[pred_rows == 255] = 0
+        cm.update(remap_truth(truth, ids), pred_rows)
+    ious = iou_per_class(cm.matrix) * 100.0
+    names = ["background", *class_names]
+    rows = [{"class": n, "id": i, "iou": round(float(v), 4)} for n, i, v in zip(names, [0, *ids], ious, strict=True)]
+    return float(np.nanmean(ious)), rows
+
+
+def write_scores(miou: float, rows: list[dict], miou_path: str | os.PathLike, per_class_path: str | os.PathLike) -> None:
+    """mIoU as one number (percent, two decimals) and the per-class CSV."""
+    write_text(Path(miou_path), f"{miou:.2f}\n")
+    write_csv(per_class_path, rows, ["class", "id", "iou"])

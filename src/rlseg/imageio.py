@@ -1,0 +1,134 @@
+"""Decoding images and masks safely: every failure is a :class:`BadImageError` naming the file and the problem."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+# PIL's own bomb check only warns below 2x its limit; we enforce our own cap before decoding.
+Image.MAX_IMAGE_PIXELS = None
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+MAX_PIXELS = 50_000_000
+MIN_SIDE = 16
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+__all__ = ["IMAGE_SUFFIXES", "MAX_PIXELS", "BadImageError", "load_image", "load_mask", "to_rgb"]
+
+
+class BadImageError(ValueError):
+    """An image or mask that cannot be used; ``path`` and ``reason`` say which and why."""
+
+    def __init__(self, path: str | os.PathLike, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = str(path)
+        self.reason = reason
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Convert any PIL mode to RGB: transparency composited onto white, 16-bit scaled to 8-bit, CMYK converted."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if arr.max() > 255 else 255.0
+        img = Image.fromarray(np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8))
+    if img.mode == "F":
+        arr = np.asarray(img, dtype=np.float64)
+        img = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, rgba)
+    return img.convert("RGB")
+
+
+def load_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS, min_side: int = MIN_SIDE) -> Image.Image:
+    """Decode an image file to an RGB PIL image, honouring its EXIF orientation.
+
+    Raises:
+        BadImageError: empty, not an image, truncated or corrupt, larger than ``max_pixels`` (checked from the
+            header, before decoding: a decompression bomb), or with a side shorter than ``min_side``.
+    """
+    path = Path(path)
+    try:
+        if path.stat().st_size == 0:
+            raise BadImageError(path, "empty file")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(path) as img:
+                w, h = img.size
+                if w * h > max_pixels:
+                    raise BadImageError(path, f"too many pixels ({w}x{h} > {max_pixels}; decompression bomb?)")
+                img.load()
+                img = ImageOps.exif_transpose(img)
+                rgb = to_rgb(img)
+    except BadImageError:
+        raise
+    except FileNotFoundError:
+        raise BadImageError(path, "file not found") from None
+    except UnidentifiedImageError:
+        raise BadImageError(path, "not an image") from None
+    except Image.DecompressionBombError as err:
+        raise BadImageError(path, f"decompression bomb ({err})") from None
+    except (OSError, SyntaxError, ValueError, TypeError, EOFError, MemoryError, IndexError, KeyError,
+            ZeroDivisionError, RuntimeError, OverflowError) as err:
+        raise BadImageError(path, f"corrupt or truncated image ({type(err).__name__}: {err})") from None
+    if min(rgb.size) < min_side:
+        raise BadImageError(path, f"too small ({rgb.size[0]}x{rgb.size[1]}, shorter side < {min_side})")
+    return rgb
+
+
+def load_mask(path: str | os.PathLike, size: tuple[int, int] | None = None, num_classes: int = 21,
+              palette: np.ndarray | None = None) -> np.ndarray:
+    """Read a segmentation mask as class indices (uint8, 255 = void).
+
+    Palette ('P') and single-channel PNGs are read as indices; an RGB mask is mapped through ``palette``
+    (the VOC palette by default) and must use only its colours. ``size`` (width, height) must match when given.
+
+    Raises:
+        BadImageError: unreadable, wrong size, values that are neither a class index nor 255, or RGB colours
+            outside the palette.
+    """
+    path = Path(path)
+    try:
+        with Image.open(path) as img:
+            img.load()
+            mode = img.mode
+            arr = np.asarray(img)
+    except FileNotFoundError:
+        raise BadImageError(path, "mask file not found") from None
+    except (OSError, SyntaxError, ValueError) as err:
+        raise BadImageError(path, f"unreadable mask ({err})") from None
+    if size is not None and (arr.shape[1], arr.shape[0]) != tuple(size):
+        raise BadImageError(path, f"mask is {arr.shape[1]}x{arr.shape[0]}, image is {size[0]}x{size[1]}")
+    if arr.ndim == 3:
+        if palette is None:
+            from rlseg.voc import voc_palette_array
+
+            palette = voc_palette_array()
+        rgb = arr[..., :3].astype(np.int64)
+        codes = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+        lut = {int(r) << 16 | int(g) << 8 | int(b): i for i, (r, g, b) in enumerate(palette[:num_classes])}
+        lut[224 << 16 | 224 << 8 | 192] = 255  # VOC's void colour
+        out = np.full(codes.shape, 254, dtype=np.uint8)
+        for code, idx in lut.items():
+            out[codes == code] = idx
+        if (out == 254).any():
+            bad = np.unique(codes[out == 254])[:3]
+            colours = [((c >> 16) & 255, (c >> 8) & 255, c & 255) for c in bad]
+            raise BadImageError(path, f"RGB mask has colours outside the VOC palette, e.g. {colours}")
+        return out
+    if mode not in ("P", "L", "1"):
+        arr = arr.astype(np.int64)
+    values = np.unique(arr)
+    bad = values[(values >= num_classes) & (values != 255)]
+    if bad.size:
+        raise BadImageError(path, f"mask values {bad[:5].tolist()} are neither a class index (< {num_classes}) nor 255")
+    if mode == "1":
+        arr = arr.astype(np.uint8)
+    return arr.astype(np.uint8)

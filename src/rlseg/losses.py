@@ -1,0 +1,288 @@
+"""The paper's losses (Veksler, ECCV 2020, Sec. 3), on softmax probabilities.
+
+Every function takes ``probs`` of shape [B, 2, H, W] (channel 1 = object) and returns a scalar tensor.
+Where the printed equations and the reference implementation (morduspordus/SingleClassRL, which produced
+the paper's numbers) differ, the reference is the default and the printed form is an option:
+
+* Eq. 4, second term: the reference takes the *mean* over the images, the paper a *sum*
+  (``volumetric_loss(..., small_reduction="sum")``).
+* Eq. 5: the reference's centre box is 4x4 px (middle +- 2) and its border term is the mean over the four
+  sides of (mean object probability on that side)^2; the paper prints c = 3 and one band
+  (``positional_loss(..., center_half=None, center_size=3, border_mode="band")``).
+* Eq. 7: printed as (mean - 1)^2, the reference pushes the object probability of negatives to 0:
+  (mean)^2 (``negative_loss(..., printed=True)`` gives the printed form).
+* Eq. 8: the reference's sigma runs from 0.05 to 0.15 inclusive over the steps (:func:`anneal_sigmas`);
+  the printed schedule starts at 0.05 + 0.1/n (``anneal_sigmas(n, printed=True)``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "LossWeights",
+    "RegularizedLoss",
+    "anneal_sigmas",
+    "dense_crf_loss",
+    "edge_weights",
+    "gt_loss",
+    "negative_loss",
+    "positional_loss",
+    "sparse_crf_loss",
+    "volumetric_loss",
+]
+
+
+def _normalise(image: torch.Tensor) -> torch.Tensor:
+    mean = image.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = image.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    return (image - mean) / std
+
+
+def edge_weights(
+    image: torch.Tensor, sigma: float, diagonal: bool = False
+) -> list[tuple[torch.Tensor, slice, slice, slice, slice, float]]:
+    """Eq. 2 weights ``w_pq = exp(-||C_p - C_q||^2 / 2 sigma^2)`` for each neighbour direction.
+
+    ``C`` is the image normalised with the ImageNet mean and std, as in the reference implementation, so
+    sigma = 0.15 is about 0.034 on a 0-1 colour scale.
+
+    Returns:
+        One entry per direction: (weights [B, H', W'], rows of p, cols of p, rows of q, cols of q, factor),
+        where factor is 1 for the 4-neighbours and 1/sqrt(2) for diagonals.
+    """
+    c = _normalise(image)
+    full = slice(None)
+    dirs = [
+        (slice(None, -1), full, slice(1, None), full, 1.0),  # vertical pairs
+        (full, slice(None, -1), full, slice(1, None), 1.0),  # horizontal pairs
+    ]
+    if diagonal:
+        d = 1.0 / math.sqrt(2.0)
+        dirs += [
+            (slice(None, -1), slice(None, -1), slice(1, None), slice(1, None), d),
+            (slice(None, -1), slice(1, None), slice(1, None), slice(None, -1), d),
+        ]
+    out = []
+    for rp, cp, rq, cq, factor in dirs:
+        diff = (c[:, :, rp, cp] - c[:, :, rq, cq]).pow(2).sum(1)
+        out.append((torch.exp(-diff / (2.0 * sigma**2)), rp, cp, rq, cq, factor))
+    return out
+
+
+def sparse_crf_loss(
+    probs: torch.Tensor, image: torch.Tensor, sigma: float, diagonal: bool = False
+) -> torch.Tensor:
+    """Sparse-CRF loss, Eq. 1-3: colour-edge Potts on neighbouring pixels, absolute-value relaxation.
+
+    For each direction the mean of ``w_pq |x_p - x_q|`` over its pairs (x = object probability); the result
+    is the average over the directions (two for the 4-neighbourhood; with ``diagonal`` the two diagonal
+    directions, weighted 1/sqrt(2), are added as the reference adds them).
+
+    Args:
+        probs: softmax output [B, 2, H, W].
+        image: RGB in 0-1 [B, 3, H, W]; normalised here with the ImageNet statistics.
+        sigma: edge sensitivity of Eq. 2 (in normalised units).
+        diagonal: also use the diagonal neighbours (8-connectivity).
+    """
+    x = probs[:, 1]
+    terms = [
+        (w * (x[:, rp, cp] - x[:, rq, cq]).abs()).mean() * f
+        for w, rp, cp, rq, cq, f in edge_weights(image, sigma, diagonal=False)
+    ]
+    loss = (terms[0] + terms[1]) / 2.0
+    if diagonal:
+        diag = [
+            (w * (x[:, rp, cp] - x[:, rq, cq]).abs()).mean() * f
+            for w, rp, cp, rq, cq, f in edge_weights(image, sigma, diagonal=True)[2:]
+        ]
+        loss = loss + (diag[0] + diag[1]) / 2.0
+    return loss
+
+
+def volumetric_loss(
+    probs: torch.Tensor,
+    target: float = 0.5,
+    minimum: float = 0.15,
+    lambda_s: float = 5.0,
+    small_reduction: str = "mean",
+) -> torch.Tensor:
+    """Volumetric loss, Eq. 4: (batch mean of the object fractions - target)^2 + lambda_s * small-object term.
+
+    The small-object term is [x_i < minimum] (x_i - minimum)^2, averaged over the images of the batch as in
+    the reference (``small_reduction="mean"``) or summed as printed in the paper (``"sum"``).
+    """
+    fractions = probs[:, 1].mean(dim=(1, 2))
+    small = (torch.clamp(fractions, max=minimum) - minimum).pow(2)
+    small = small.sum() if small_reduction == "sum" else small.mean()
+    return (fractions.mean() - target).pow(2) + lambda_s * small
+
+
+def positional_loss(
+    probs: torch.Tensor,
+    border_width: int = 3,
+    center_half: int | None = 2,
+    center_size: int = 3,
+    border_mode: str = "sides",
+) -> torch.Tensor:
+    """Positional loss, Eq. 5: the border pushed to background, the centre box to the object.
+
+    Centre: (mean object probability on the box - 1)^2. The reference's box spans the middle +- ``center_half``
+    pixels (4x4 for 2); with ``center_half=None`` the box is ``center_size`` pixels centred (the paper's c=3).
+    Border (width ``border_width``): ``"sides"`` (reference) averages (mean object probability on a side)^2 over
+    the four sides; ``"band"`` (printed) squares the mean over the whole band.
+    """
+    x = probs[:, 1]
+    h, w = x.shape[-2:]
+    if center_half is not None:
+        ch, cw = h // 2, w // 2
+        box = x[:, ch - center_half : ch + center_half, cw - center_half : cw + center_half]
+    else:
+        r0, c0 = (h - center_size) // 2, (w - center_size) // 2
+        box = x[:, r0 : r0 + center_size, c0 : c0 + center_size]
+    center = (box.mean() - 1.0).pow(2)
+    b = border_width
+    if border_mode == "sides":
+        sides = [x[:, :b, :], x[:, -b:, :], x[:, :, :b], x[:, :, -b:]]
+        border = sum(s.mean().pow(2) for s in sides) / 4.0
+    elif border_mode == "band":
+        band = torch.ones_like(x[0], dtype=torch.bool)
+        band[b:-b, b:-b] = False
+        border = x[:, band].mean().pow(2)
+    else:
+        raise ValueError(f"border_mode must be 'sides' or 'band', not {border_mode!r}")
+    return border + center
+
+
+def negative_loss(probs: torch.Tensor, printed: bool = False) -> torch.Tensor:
+    """Negative loss, Eq. 7 (without lambda_neg): negatives' object probability pushed to 0.
+
+    Reference form (default): (mean object probability over all negative pixels of the batch)^2.
+    ``printed=True`` evaluates Eq. 7 literally on the object channel, (mean - 1)^2; it is kept for
+    fidelity studies only, since read that way it pulls negatives towards the object.
+    """
+    m = probs[:, 1].mean()
+    return (m - 1.0).pow(2) if printed else m.pow(2)
+
+
+def gt_loss(probs: torch.Tensor, masks: torch.Tensor, ignore_index: int = 255) -> torch.Tensor:
+    """Cross-entropy on true masks (the 'gt' networks of the paper's Table 2)."""
+    return F.nll_loss(torch.log(probs.clamp_min(1e-8)), masks.long(), ignore_index=ignore_index)
+
+
+def dense_crf_loss(
+    probs: torch.Tensor,
+    image: torch.Tensor,
+    sigma_rgb: float = 0.15,
+    sigma_xy: float = 0.1,
+    max_pixels: int = 4096,
+) -> torch.Tensor:
+    """Dense-CRF loss (Krähenbühl & Koltun kernel), for the paper's Table 1 study, not for training.
+
+    Potts over all pixel pairs, relaxed as sum_pq k_pq |x_p - x_q| / |P|^2 with the Gaussian kernel
+    k_pq = exp(-||C_p - C_q||^2 / 2 sigma_rgb^2 - ||p - q||^2 / 2 sigma_xy^2); colours normalised as in
+    :func:`sparse_crf_loss`, positions in units of the image side. Exact: images with more than
+    ``max_pixels`` pixels are area-downsampled to fit first.
+    """
+    b, _, h, w = probs.shape
+    scale = min(1.0, math.sqrt(max_pixels / (h * w)))
+    if scale < 1.0:
+        size = (max(1, int(h * scale)), max(1, int(w * scale)))
+        probs = F.interpolate(probs, size=size, mode="area")
+        image = F.interpolate(image, size=size, mode="area")
+        h, w = size
+    c = _normalise(image).flatten(2).transpose(1, 2)  # B, N, 3
+    ys, xs = torch.meshgrid(
+        torch.arange(h, dtype=probs.dtype, device=probs.device) / max(h, w),
+        torch.arange(w, dtype=probs.dtype, device=probs.device) / max(h, w),
+        indexing="ij",
+    )
+    pos = torch.stack([ys.flatten(), xs.flatten()], 1)
+    k_xy = torch.cdist(pos, pos).pow(2) / (2 * sigma_xy**2)
+    x = probs[:, 1].flatten(1)
+    total = probs.new_zeros(())
+    for i in range(b):
+        k = torch.exp(-torch.cdist(c[i], c[i]).pow(2) / (2 * sigma_rgb**2) - k_xy)
+        total = total + (k * (x[i, :, None] - x[i, None, :]).abs()).mean()
+    return total / b
+
+
+def anneal_sigmas(steps: int = 15, start: float = 0.05, end: float = 0.15, printed: bool = False) -> list[float]:
+    """Eq. 8 schedule of sigma over the annealing steps.
+
+    Reference (default): ``start`` to ``end`` inclusive, linearly. Printed: sigma(i) = start + i/n (end - start),
+    i = 1..n, which starts at 0.0567 for n = 15.
+    """
+    if steps <= 0:
+        return []
+    if printed:
+        return [start + i / steps * (end - start) for i in range(1, steps + 1)]
+    if steps == 1:
+        return [end]
+    return [start + (end - start) * i / (steps - 1) for i in range(steps)]
+
+
+@dataclass
+class LossWeights:
+    """Weights of one training stage (Eq. 6 plus Eq. 7)."""
+
+    reg: float = 100.0
+    vol: float = 1.0
+    pos: float = 1.0
+    neg: float = 2.0
+    sigma: float = 0.15
+
+
+@dataclass
+class RegularizedLoss:
+    """The complete loss of Eq. 6 (+ Eq. 7 where negatives exist), computed once per batch.
+
+    In a batch that mixes positives and negatives, sparse-CRF, volumetric and positional losses see the
+    positives only and the negative loss the negatives only, as in the reference. ``__call__`` returns the
+    weighted total and each term (unweighted) for logging.
+    """
+
+    weights: LossWeights = field(default_factory=LossWeights)
+    diagonal: bool = False
+    vol_target: float = 0.5
+    vol_minimum: float = 0.15
+    lambda_s: float = 5.0
+    small_reduction: str = "mean"
+    border_width: int = 3
+    center_half: int | None = 2
+    center_size: int = 3
+    border_mode: str = "sides"
+    negative_printed: bool = False
+
+    def __call__(
+        self, probs: torch.Tensor, image: torch.Tensor, is_negative: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        w = self.weights
+        terms: dict[str, torch.Tensor] = {}
+        pos_mask = None if is_negative is None else ~is_negative
+        p, im = probs, image
+        if pos_mask is not None and not bool(pos_mask.all()):
+            p, im = probs[pos_mask], image[pos_mask]
+        total = probs.new_zeros(())
+        if p.shape[0] > 0:
+            terms["sparse_crf"] = sparse_crf_loss(p, im, w.sigma, diagonal=self.diagonal)
+            terms["volumetric"] = volumetric_loss(
+                p, self.vol_target, self.vol_minimum, self.lambda_s, self.small_reduction
+            )
+            terms["positional"] = positional_loss(
+                p, self.border_width, self.center_half, self.center_size, self.border_mode
+            )
+            total = total + w.reg * terms["sparse_crf"] + w.vol * terms["volumetric"] + w.pos * terms["positional"]
+        if is_negative is not None and bool(is_negative.any()):
+            terms["negative"] = negative_loss(probs[is_negative], printed=self.negative_printed)
+            total = total + w.neg * terms["negative"]
+        return total, {k: float(v.detach()) for k, v in terms.items()}

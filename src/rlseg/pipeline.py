@@ -1,0 +1,282 @@
+"""The workflow's steps as plain functions: each Snakemake script maps ``snakemake.*`` onto one of these."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from rlseg.checkpoint import load_weights
+from rlseg.data import load_images, load_label_masks
+from rlseg.imageio import load_image
+from rlseg.ingest import check_files, folder_images, read_manifest, used_paths, write_manifest
+from rlseg.io import atomic_path, save_png, write_csv
+from rlseg.models import build_unet
+from rlseg.train import SingleClassConfig, predict, resolve_device, train_single_class
+from rlseg.voc import voc_palette
+
+log = logging.getLogger("rlseg")
+
+__all__ = [
+    "ingest_class",
+    "logged",
+    "make_pseudo_gt",
+    "run_single_class",
+    "setup_threads",
+]
+
+
+@contextmanager
+def logged(log_path: str | os.PathLike | None, what: str):
+    """Log to ``log_path`` (and stderr) for the duration of a step; ends with what was done and how long it took."""
+    handlers: list[logging.Handler] = [logging.StreamHandler()]
+    if log_path:
+        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(log_path, mode="w"))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", handlers=handlers,
+                        force=True)
+    t0 = time.time()
+    log.info("%s: started", what)
+    try:
+        yield log
+    except Exception as err:
+        log.error("%s: failed: %s", what, err)
+        raise
+    log.info("%s: done in %.1f s", what, time.time() - t0)
+
+
+def setup_threads(threads: int) -> None:
+    torch.set_num_threads(max(1, int(threads)))
+
+
+def source_files(cls: str, images: dict, results: str) -> list[Path]:
+    """The candidate image files of a class for the folder, synthetic and voc_single sources."""
+    source = images["source"]
+    if source == "synthetic":
+        return folder_images(Path(results) / "world" / "images" / cls)
+    if source == "folder":
+        folder = Path(images["root"]) / cls
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{folder}: class folder missing (images.source = folder)")
+        return folder_images(folder)
+    if source == "voc_single":
+        index = Path(results) / "voc" / "pascal_single.csv"
+        return [Path(r["path"]) for r in read_manifest(index) if r["class"] == cls]
+    raise ValueError(f"source {source!r} has no file list; the web source crawls")
+
+
+def ingest_class(cls: str, images: dict, web: dict, results: str, manifest: str) -> None:
+    """Check the class's images and write its manifest (the web source crawls first)."""
+    if images["source"] == "web":
+        from rlseg.crawl import crawl_class
+
+        rows = crawl_class(cls, web, images, Path(results) / "web" / cls)
+        write_manifest(manifest, rows, cls, images["min_images"], columns=list(rows[0]) if rows else None)
+        return
+    files = source_files(cls, images, results)
+    root = Path(images["root"]) if images["source"] == "folder" else None
+    rows = check_files(files, root=root, max_pixels=images["max_pixels"], min_side=images["min_side"],
+                       on_bad_image=images["on_bad_image"], near_duplicate_bits=images["near_duplicate_bits"])
+    write_manifest(manifest, rows, cls, images["min_images"])
+    log.info("class %s: %d used, %d skipped -> %s", cls, sum(r["status"] == "used" for r in rows),
+             sum(r["status"] != "used" for r in rows), manifest)
+
+
+def run_single_class(
+    cls: str,
+    manifest: str,
+    all_manifests: Sequence[str],
+    classes: Sequence[str],
+    ids: dict[str, int],
+    settings: dict,
+    outdir: str,
+    model_out: str,
+    history_out: str,
+    base: str | None = None,
+    negatives_dir: str | None = None,
+    masks_dir: str | None = None,
+    device: str = "auto",
+) -> dict:
+    """Train one class's U-Net through its stages; negatives are the other classes' images (and a negatives
+    folder where the source has one). True masks, where they exist, are read for monitoring only."""
+    cfg_dict = dict(settings)
+    cfg_dict.pop("init", None)
+    use_negatives = bool(cfg_dict.pop("negatives", False))
+    cfg = SingleClassConfig.from_dict(cfg_dict)
+    paths = used_paths(manifest)
+    neg_paths: list[str] = []
+    if use_negatives:
+        for other, m in zip(classes, all_manifests, strict=True):
+            if other != cls:
+                neg_paths += used_paths(m)
+        if negatives_dir and Path(negatives_dir).is_dir():
+            neg_paths += [str(p) for p in folder_images(negatives_dir)]
+    mask_paths = None
+    if masks_dir:
+        mask_paths = [str(Path(masks_dir) / cls / (Path(p).stem + ".png")) for p in paths]
+        if not all(Path(p).is_file() for p in mask_paths):
+            mask_paths = None
+    log.info("class %s: %d images, %d negatives, init %s", cls, len(paths), len(neg_paths), base or "anneal")
+
+    def load(res: int):
+        images = load_images(paths, res, desc=cls)
+        negatives = load_images(neg_paths, res, desc="negatives") if neg_paths and res == cfg.resolutions[-1] else None
+        masks = None
+        if mask_paths is not None:
+            masks = (load_label_masks(mask_paths, res) == ids[cls]).to(torch.uint8)
+        return images, negatives, masks
+
+    out = train_single_class(cfg, load, outdir, init_weights=base, device=device, with_negatives=use_negatives)
+    with atomic_path(model_out) as tmp:
+        shutil.copyfile(out["final"], tmp)
+    write_csv(history_out, out["history"])
+    log.info("class %s: model -> %s, history -> %s (%.1f s)", cls, model_out, history_out, out["seconds"])
+    return out
+
+
+def make_pseudo_gt(model_path: str, manifest: str, class_id: int, out_pairs: str, device: str = "auto",
+                   batch_size: int = 32) -> int:
+    """Label each of the class's images with its CNN: object -> class id, else 0, as VOC palette PNGs at the
+    image's original size; writes the (image, label) pairs CSV. Returns the number of images labelled."""
+    dev = resolve_device(device)
+    blob = load_weights(model_path)
+    model = build_unet(blob["arch"], pretrained=False)
+    model.load_state_dict(blob["state_dict"])
+    res = int(blob["meta"].get("resolution", 128))
+    paths = used_paths(manifest)
+    outdir = Path(out_pairs).parent
+    pal = voc_palette()
+    rows = []
+    for i in tqdm(range(0, len(paths), batch_size), desc="pseudo-gt", mininterval=5):
+        chunk = paths[i : i + batch_size]
+        probs = predict(model, load_images(chunk, res, desc="pseudo-gt"), device=dev)
+        for p, prob in zip(chunk, probs, strict=True):
+            w, h = load_image(p).size  # after EXIF orientation, as every reader here sees it
+            full = torch.nn.functional.interpolate(prob[None, None], size=(h, w), mode="bilinear", align_corners=False)
+            label = np.where(full[0, 0].numpy() > 0.5, class_id, 0).astype(np.uint8)
+            out = outdir / f"{Path(p).stem}.png"
+            save_png(out, label, palette=pal)
+            rows.append({"image": p, "label": str(out), "object_fraction": round(float(label.mean() / class_id), 4)})
+    write_csv(out_pairs, rows, ["image", "label", "object_fraction"])
+    log.info("pseudo ground truth: %d images -> %s", len(rows), outdir)
+    return len(rows)
+
+
+def write_json(path: str | os.PathLike, obj: dict) -> None:
+    from rlseg.io import write_text
+
+    write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def base_model_images(base: dict, results: str) -> list[Path]:
+    """Images of the base data set: Oxford-IIIT Pet (cats and dogs as one class) or a folder."""
+    if base["source"] == "folder":
+        if not base.get("root") or not Path(base["root"]).is_dir():
+            raise FileNotFoundError(f"base_model.root: folder {base.get('root')!r} missing")
+        return folder_images(base["root"])
+    from torchvision.datasets import OxfordIIITPet
+
+    root = Path(base.get("root") or Path(results) / "oxford_pet")
+    try:
+        ds = OxfordIIITPet(str(root), split="trainval", target_types="segmentation", download=True)
+    except Exception as err:
+        raise RuntimeError(f"could not download Oxford-IIIT Pet into {root} ({type(err).__name__}: {err}); "
+                           "without internet use base_model.source: folder") from err
+    return [Path(p) for p in ds._images]
+
+
+def run_base_model(base: dict, settings: dict, results: str, model_out: str, history_out: str, outdir: str,
+                   device: str = "auto") -> None:
+    """Train the base model (annealing + normal stages, no negatives) on the base data set."""
+    files = base_model_images(base, results)
+    rows = check_files(files, min_side=32)
+    manifest = Path(outdir) / "manifest.csv"
+    write_manifest(manifest, rows, "base", 1)
+    cfg = {**settings, "negatives": False}
+    run_single_class("base", str(manifest), [str(manifest)], ["base"], {"base": 1}, cfg, outdir, model_out,
+                     history_out, device=device)
+
+
+def read_pairs(pair_files: Sequence[str]) -> list[tuple[str, str]]:
+    return [(r["image"], r["label"]) for f in pair_files for r in read_manifest(f)]
+
+
+def run_multiclass(pair_files: Sequence[str], ids: dict[str, int], settings: dict, model_out: str,
+                   history_out: str, checkpoint: str, device: str = "auto") -> None:
+    """Train the multi-class network on the (image, label) pairs listed in ``pair_files``."""
+    from rlseg.multiclass import MultiClassConfig, train_multiclass
+
+    pairs = read_pairs(pair_files)
+    num_classes = max(ids.values()) + 1
+    cfg = MultiClassConfig.from_dict(settings)
+    log.info("multi-class %s: %d images, %d outputs", cfg.arch, len(pairs), num_classes)
+    rows = train_multiclass(pairs, num_classes, cfg, model_out, checkpoint, device=device)
+    write_csv(history_out, rows)
+
+
+def resolve_eval_set(settings: dict, results: str, index_out: str) -> None:
+    """Write the evaluation index (id, image, mask) for the configured evaluation source."""
+    from rlseg.voc import download_voc2012, read_voc_dir
+
+    source = settings["source"]
+    if source == "synthetic":
+        root = Path(results) / "world" / "eval"
+    elif source == "voc2012":
+        root = download_voc2012(settings.get("root") or Path(results) / "voc", settings["split"])
+    else:
+        root = Path(settings["root"])
+    samples = read_voc_dir(root, settings["split"])
+    write_csv(index_out, [{"id": s.image_id, "image": str(s.image), "mask": str(s.mask)} for s in samples],
+              ["id", "image", "mask"])
+    log.info("evaluation set %s: %d images from %s -> %s", source, len(samples), root, index_out)
+
+
+def predict_eval_set(model_path: str, index: str, pairs_out: str, outdir: str | Path, device: str = "auto") -> None:
+    """Predict every evaluation image with the multi-class network; PNGs (label ids) under ``outdir``."""
+    from rlseg.models import build_multiclass
+    from rlseg.multiclass import predict_full
+
+    dev = resolve_device(device)
+    blob = load_weights(model_path)
+    model = build_multiclass(blob["arch"], pretrained=False)
+    model.load_state_dict(blob["state_dict"])
+    model.to(dev).eval()
+    pal = voc_palette()
+    rows = []
+    for r in tqdm(read_manifest(index), desc="predict", mininterval=5):
+        pred = predict_full(model, load_image(r["image"], min_side=1), dev)
+        out = Path(outdir) / f"{r['id']}.png"
+        save_png(out, pred, palette=pal)
+        rows.append({"id": r["id"], "mask": r["mask"], "prediction": str(out)})
+    write_csv(pairs_out, rows, ["id", "mask", "prediction"])
+    log.info("predicted %d images -> %s", len(rows), outdir)
+
+
+def true_mask_pairs(source: str, inputs: Sequence[str], results: str, pairs_out: str) -> None:
+    """(image, true mask) pairs of the used training images, where true masks exist."""
+    rows = []
+    manifests = [f for f in inputs if f.endswith("manifest.csv")]
+    for m in manifests:
+        cls = Path(m).parent.name
+        for p in used_paths(m):
+            if source == "synthetic":
+                mask = Path(results) / "world" / "masks" / cls / (Path(p).stem + ".png")
+            else:
+                from rlseg.voc import true_mask_for
+
+                mask = true_mask_for(p)
+            if mask is not None and Path(mask).is_file():
+                rows.append({"image": p, "label": str(mask)})
+    if not rows:
+        raise FileNotFoundError(f"no true masks found for the training images of source {source!r}")
+    write_csv(pairs_out, rows, ["image", "label"])
+    log.info("true masks: %d pairs -> %s", len(rows), pairs_out)

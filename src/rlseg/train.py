@@ -1,0 +1,314 @@
+"""Training the single-class U-Net with the regularized loss (or, for comparison, with ground truth).
+
+Stages (Sec. 3.4): annealing (sigma rising, all weights 1), normal (lambda_reg = 100), the resolution
+transfer (normal stage at the next resolution, starting from the previous weights), and the negative stage
+(normal epochs over the class's images and its negatives, lambda_neg = 2). The CLI, the Snakemake rules and
+the benchmarks all call :func:`train_single_class`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from rlseg.checkpoint import load_checkpoint, load_weights, save_checkpoint, save_weights, set_rng_state
+from rlseg.data import to_float
+from rlseg.losses import LossWeights, RegularizedLoss, anneal_sigmas, gt_loss
+from rlseg.metrics import ConfusionMatrix, f_measure, jaccard
+from rlseg.models import SingleClassUNet, build_unet
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "EpochPlan",
+    "NonFiniteLossError",
+    "SingleClassConfig",
+    "fit",
+    "predict",
+    "resolve_device",
+    "stage_plans",
+    "train_single_class",
+]
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss became NaN or infinite; the message gives epoch, batch and each loss term."""
+
+
+@dataclass
+class SingleClassConfig:
+    """Every setting of single-class training; the defaults are the paper's (reference implementation)."""
+
+    encoder: str = "tu-tf_efficientnet_lite0"
+    decoder: str = "light"
+    decoder_channels: list[int] = field(default_factory=lambda: [128, 64, 32, 16, 16])
+    freeze_encoder: bool = True
+    resolutions: list[int] = field(default_factory=lambda: [128, 256])
+    anneal_epochs: int = 15
+    sigma_start: float = 0.05
+    sigma_end: float = 0.15
+    normal_epochs: int = 50
+    transfer_epochs: int = 50
+    negative_epochs: int = 200
+    lambda_reg: float = 100.0
+    lambda_vol: float = 1.0
+    lambda_pos: float = 1.0
+    lambda_neg: float = 2.0
+    lambda_s: float = 5.0
+    vol_target: float = 0.5
+    vol_minimum: float = 0.15
+    border_width: int = 3
+    diagonal: bool = False
+    loss_form: str = "reference"  # or "printed": the paper's equations as printed
+    supervision: str = "regularized"  # or "gt": cross-entropy on true masks
+    batch_size: int = 16
+    lr: float = 1e-3
+    flip: bool = True
+    seed: int = 0
+
+    @classmethod
+    def from_dict(cls, d: dict) -> SingleClassConfig:
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown single-class setting(s): {sorted(unknown)}")
+        return cls(**d)
+
+    @property
+    def arch(self) -> dict:
+        return {"encoder": self.encoder, "decoder": self.decoder, "decoder_channels": list(self.decoder_channels),
+                "freeze_encoder": self.freeze_encoder}
+
+    def loss(self, weights: LossWeights) -> RegularizedLoss:
+        printed = self.loss_form == "printed"
+        return RegularizedLoss(
+            weights=weights, diagonal=self.diagonal, vol_target=self.vol_target, vol_minimum=self.vol_minimum,
+            lambda_s=self.lambda_s, small_reduction="sum" if printed else "mean", border_width=self.border_width,
+            center_half=None if printed else 2, center_size=3, border_mode="band" if printed else "sides",
+            negative_printed=False,
+        )
+
+
+@dataclass
+class EpochPlan:
+    """What one epoch does: its stage, sigma and loss weights, and whether negatives join."""
+
+    stage: str
+    sigma: float
+    weights: LossWeights
+    negatives: bool = False
+
+
+def stage_plans(cfg: SingleClassConfig, stage: str) -> list[EpochPlan]:
+    """Epoch plans of a stage: ``anneal``, ``normal``, ``transfer`` or ``negative``."""
+    normal = LossWeights(cfg.lambda_reg, cfg.lambda_vol, cfg.lambda_pos, cfg.lambda_neg, cfg.sigma_end)
+    if stage == "anneal":
+        sigmas = anneal_sigmas(cfg.anneal_epochs, cfg.sigma_start, cfg.sigma_end, printed=cfg.loss_form == "printed")
+        return [EpochPlan("anneal", s, LossWeights(1.0, 1.0, 1.0, cfg.lambda_neg, s)) for s in sigmas]
+    if stage in ("normal", "transfer"):
+        n = cfg.normal_epochs if stage == "normal" else cfg.transfer_epochs
+        return [EpochPlan(stage, cfg.sigma_end, normal) for _ in range(n)]
+    if stage == "negative":
+        return [EpochPlan("negative", cfg.sigma_end, normal, negatives=True) for _ in range(cfg.negative_epochs)]
+    raise ValueError(f"unknown stage {stage!r}")
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``auto``: CUDA when present, else the CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _epoch_order(seed: int, tag: int, epoch: int, n: int, flip: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    # A generator per epoch makes the data order a pure function of (seed, stage, epoch): a resumed run sees
+    # exactly the batches an uninterrupted one would.
+    g = torch.Generator().manual_seed(seed * 1_000_003 + tag * 10_007 + epoch)
+    order = torch.randperm(n, generator=g)
+    flips = torch.rand(n, generator=g) < 0.5 if flip else torch.zeros(n, dtype=torch.bool)
+    return order, flips
+
+
+def fit(
+    model: SingleClassUNet,
+    images: torch.Tensor,
+    plans: list[EpochPlan],
+    cfg: SingleClassConfig,
+    checkpoint: str | Path,
+    run_config: dict,
+    negatives: torch.Tensor | None = None,
+    masks: torch.Tensor | None = None,
+    device: torch.device | None = None,
+    tag: int = 0,
+    on_epoch: Callable[[dict], None] | None = None,
+) -> list[dict]:
+    """Train ``model`` through ``plans``, checkpointing after every epoch and resuming from ``checkpoint``.
+
+    Args:
+        images: uint8 [N, 3, H, W] positives.
+        negatives: uint8 [M, 3, H, W] images pushed to background in epochs whose plan says so.
+        masks: 0/1 (255 void) [N, H, W]: true masks, for monitoring (or the loss when ``supervision == "gt"``).
+        run_config: everything that defines this run; a checkpoint made under another one is refused.
+    Returns:
+        One row per epoch (stage, sigma, each loss term, F-measure/Jaccard where masks exist, seconds).
+    """
+    device = device or resolve_device()
+    model.to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=cfg.lr)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)  # fixed lr, as in the paper
+    rows: list[dict] = []
+    start = 0
+    ckpt = load_checkpoint(checkpoint, run_config)
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        set_rng_state(ckpt["rng"])
+        start = ckpt["epoch"] + 1
+        rows = list(ckpt["extra"].get("rows", []))
+        log.info("resumed %s at epoch %d", checkpoint, start)
+    if cfg.supervision == "gt" and masks is None:
+        raise ValueError("supervision 'gt' needs true masks")
+    amp = device.type == "cuda"
+    n_pos = images.shape[0]
+    for epoch in range(start, len(plans)):
+        plan = plans[epoch]
+        t0 = time.time()
+        loss_fn = cfg.loss(plan.weights)
+        pool_neg = negatives if (plan.negatives and negatives is not None and len(negatives)) else None
+        n = n_pos + (len(pool_neg) if pool_neg is not None else 0)
+        order, flips = _epoch_order(cfg.seed, tag, epoch, n, cfg.flip)
+        model.train()
+        sums: dict[str, float] = {}
+        batches = 0
+        cm = ConfusionMatrix(2) if masks is not None else None
+        for b, start_i in enumerate(range(0, n, cfg.batch_size)):
+            idx = order[start_i : start_i + cfg.batch_size]
+            is_neg = idx >= n_pos
+            pos_idx = idx[~is_neg]
+            parts = [images[pos_idx]]
+            if pool_neg is not None and bool(is_neg.any()):
+                parts.append(pool_neg[idx[is_neg] - n_pos])
+            batch = torch.cat(parts)
+            neg_flags = torch.cat([torch.zeros(len(pos_idx), dtype=torch.bool),
+                                   torch.ones(len(batch) - len(pos_idx), dtype=torch.bool)])
+            fl = torch.cat([flips[idx[~is_neg]], flips[idx[is_neg]]])
+            batch = torch.where(fl.view(-1, 1, 1, 1), batch.flip(-1), batch)
+            x = to_float(batch, device)
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
+                probs = model(x)
+            probs = probs.float()
+            m = None
+            if masks is not None:
+                m = masks[pos_idx]
+                m = torch.where(flips[pos_idx].view(-1, 1, 1), m.flip(-1), m).to(device)
+            if cfg.supervision == "gt":
+                total = gt_loss(probs[: len(pos_idx)], m)
+                terms = {"cross_entropy": float(total.detach())}
+            else:
+                total, terms = loss_fn(probs, x, neg_flags.to(device) if pool_neg is not None else None)
+            if not torch.isfinite(total):
+                raise NonFiniteLossError(
+                    f"non-finite loss at stage {plan.stage}, epoch {epoch + 1}, batch {b + 1}: total={float(total)}, "
+                    f"terms={terms}; the last good checkpoint is {checkpoint}"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            optimizer.step()
+            batches += 1
+            sums["loss"] = sums.get("loss", 0.0) + float(total.detach())
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0.0) + v
+            if cm is not None and len(pos_idx):
+                cm.update(m, probs[: len(pos_idx)].argmax(1).detach())
+        scheduler.step()
+        row = {"stage": plan.stage, "epoch": epoch + 1, "sigma": round(plan.sigma, 6),
+               **{k: v / max(batches, 1) for k, v in sums.items()}}
+        if cm is not None:
+            row["f_measure"] = f_measure(cm.matrix)
+            row["jaccard"] = jaccard(cm.matrix)
+        row["seconds"] = round(time.time() - t0, 3)
+        rows.append(row)
+        save_checkpoint(checkpoint, model, optimizer, scheduler, epoch, run_config, extra={"rows": rows})
+        if on_epoch:
+            on_epoch(row)
+    return rows
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, images: torch.Tensor, batch_size: int = 32,
+            device: torch.device | None = None) -> torch.Tensor:
+    """Object probabilities [N, H, W] (float) for uint8 images [N, 3, H, W]."""
+    device = device or resolve_device()
+    model.to(device).eval()
+    out = []
+    for i in range(0, len(images), batch_size):
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            out.append(model(to_float(images[i : i + batch_size], device))[:, 1].float().cpu())
+    return torch.cat(out) if out else torch.empty(0)
+
+
+def _log_row(row: dict) -> None:
+    terms = ", ".join(f"{k}={v:.4g}" for k, v in row.items() if isinstance(v, float) and k not in ("seconds",))
+    log.info("%s epoch %d: %s (%.1fs)", row["stage"], row["epoch"], terms, row["seconds"])
+
+
+def train_single_class(
+    cfg: SingleClassConfig,
+    load: Callable[[int], tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]],
+    outdir: str | Path,
+    init_weights: str | Path | None = None,
+    device: str = "auto",
+    with_negatives: bool = False,
+    on_epoch: Callable[[dict], None] | None = _log_row,
+) -> dict:
+    """Train one class through all its stages and save a model per resolution under ``outdir``.
+
+    Args:
+        load: ``load(resolution) -> (images, negatives or None, masks or None)`` as uint8 tensors; called once
+            per resolution, so each image is decoded and resized once per resolution.
+        init_weights: start the normal stage from these weights (same architecture) and skip annealing.
+        with_negatives: run the negative stage after the last resolution.
+    Returns:
+        {"models": {resolution: path}, "final": path, "history": rows, "seconds": float}.
+    """
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    dev = resolve_device(device)
+    torch.manual_seed(cfg.seed)
+    model = build_unet(cfg.arch)
+    if init_weights is not None:
+        load_weights(init_weights, model)
+    base = {"single_class": asdict(cfg), "init": str(init_weights) if init_weights else "anneal"}
+    t0 = time.time()
+    history: list[dict] = []
+    models: dict[int, str] = {}
+    final = None
+    for ri, res in enumerate(cfg.resolutions):
+        images, negatives, masks = load(res)
+        stages = ["transfer"] if ri > 0 else (["normal"] if init_weights is not None else ["anneal", "normal"])
+        if cfg.supervision == "gt":
+            stages = ["transfer"] if ri > 0 else ["normal"]
+        if ri == len(cfg.resolutions) - 1 and with_negatives and cfg.negative_epochs > 0:
+            stages.append("negative")
+        plans = [p for s in stages for p in stage_plans(cfg, s)]
+        run_config = {**base, "resolution": res, "stages": stages}
+        ckpt = outdir / f"checkpoint_{res}.pt"
+        rows = fit(model, images, plans, cfg, ckpt, run_config, negatives=negatives, masks=masks, device=dev,
+                   tag=ri, on_epoch=on_epoch)
+        for r in rows:
+            r["resolution"] = res
+        history += rows
+        path = outdir / f"model_{res}.pt"
+        save_weights(path, model, meta={"resolution": res, "stages": stages})
+        models[res] = str(path)
+        final = str(path)
+    for res in cfg.resolutions:
+        (outdir / f"checkpoint_{res}.pt").unlink(missing_ok=True)
+    return {"models": models, "final": final, "history": history, "seconds": time.time() - t0}

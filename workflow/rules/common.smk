@@ -1,0 +1,38 @@
+# Paths and config helpers shared by the rules.
+from rlseg.voc import class_ids
+
+R = config["results"]
+CLASSES = list(config["classes"])
+IDS = class_ids(CLASSES)
+SOURCE = config["images"]["source"]
+EVAL = config["eval"]["source"]
+SYNTHETIC = SOURCE == "synthetic" or EVAL == "synthetic"
+TRUE_MASKS = SOURCE in ("synthetic", "voc_single")
+
+
+wildcard_constraints:
+    cls="|".join(CLASSES),
+    variant="pseudo_gt|ground_truth",
+
+
+def final_targets():
+    out = [f"{R}/voc_miou.txt", f"{R}/voc_per_class_iou.csv"]
+    if config["upper_bound"] and TRUE_MASKS:
+        out.append(f"{R}/upper_bound_miou.txt")
+    return out
+
+
+def world_flag():
+    return [f"{R}/world/summary.json"] if SYNTHETIC else []
+
+
+def manifests(wildcards=None):
+    return expand(f"{R}/images/{{cls}}/manifest.csv", cls=CLASSES)
+
+
+def base_model(wildcards):
+    return [f"{R}/base_model/model_final.pt"] if config["single_class"]["init"] == "base" else []
+
+
+def pascal_index():
+    return [f"{R}/voc/pascal_single.csv"] if SOURCE == "voc_single" else []

@@ -1,0 +1,113 @@
+# Data: the synthetic world, PascalSingle, per-class ingest (manifests), the evaluation set, true masks.
+
+
+rule synthetic_world:
+    output:
+        f"{R}/world/summary.json",
+    params:
+        world=config["synthetic"],
+        classes=CLASSES,
+        ids=IDS,
+    log:
+        f"{R}/logs/synthetic_world.log",
+    benchmark:
+        f"{R}/benchmarks/synthetic_world.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    conda:
+        "../../envs/rlseg.yaml"
+    script:
+        "../../scripts/synthetic_world.py"
+
+
+rule pascal_single:
+    output:
+        f"{R}/voc/pascal_single.csv",
+    params:
+        root=config["images"]["root"],
+        classes=CLASSES,
+    log:
+        f"{R}/logs/pascal_single.log",
+    benchmark:
+        f"{R}/benchmarks/pascal_single.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=240,
+    conda:
+        "../../envs/rlseg.yaml"
+    script:
+        "../../scripts/pascal_single.py"
+
+
+rule ingest:
+    input:
+        world_flag(),
+        pascal_index(),
+    output:
+        f"{R}/images/{{cls}}/manifest.csv",
+    params:
+        images=config["images"],
+        web=config["web"],
+        results=R,
+    log:
+        f"{R}/logs/ingest/{{cls}}.log",
+    benchmark:
+        f"{R}/benchmarks/ingest/{{cls}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=240,
+    conda:
+        "../../envs/rlseg.yaml"
+    script:
+        "../../scripts/ingest.py"
+
+
+rule eval_set:
+    input:
+        world_flag(),
+    output:
+        f"{R}/eval/index.csv",
+    params:
+        eval=config["eval"],
+        results=R,
+    log:
+        f"{R}/logs/eval_set.log",
+    benchmark:
+        f"{R}/benchmarks/eval_set.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=120,
+    conda:
+        "../../envs/rlseg.yaml"
+    script:
+        "../../scripts/eval_set.py"
+
+
+rule true_masks:
+    input:
+        manifests(),
+        pascal_index(),
+    output:
+        f"{R}/ground_truth/pairs.csv",
+    params:
+        source=SOURCE,
+        results=R,
+        classes=CLASSES,
+        ids=IDS,
+    log:
+        f"{R}/logs/true_masks.log",
+    benchmark:
+        f"{R}/benchmarks/true_masks.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=60,
+    conda:
+        "../../envs/rlseg.yaml"
+    script:
+        "../../scripts/true_masks.py"

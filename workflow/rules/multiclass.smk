@@ -1,0 +1,54 @@
+# The multi-class network: trained on the pseudo ground truth, or on true masks for the upper bound.
+
+
+def training_pairs(wildcards):
+    if wildcards.variant == "pseudo_gt":
+        return expand(f"{R}/pseudo_gt/{{cls}}/pairs.csv", cls=CLASSES)
+    return [f"{R}/ground_truth/pairs.csv"]
+
+
+rule train_multiclass:
+    input:
+        training_pairs,
+    output:
+        model=f"{R}/multiclass/{{variant}}/model.pt",
+        history=f"{R}/multiclass/{{variant}}/history.csv",
+    params:
+        multiclass=config["multiclass"],
+        ids=IDS,
+        device=config["device"],
+    log:
+        f"{R}/logs/train_multiclass/{{variant}}.log",
+    benchmark:
+        f"{R}/benchmarks/train_multiclass/{{variant}}.tsv"
+    threads: config["threads"]
+    resources:
+        mem_mb=16000,
+        runtime=2880,
+        gpu=1,
+    conda:
+        "../../envs/rlseg.yaml"
+    script:
+        "../../scripts/train_multiclass.py"
+
+
+rule predict:
+    input:
+        model=f"{R}/multiclass/{{variant}}/model.pt",
+        index=f"{R}/eval/index.csv",
+    output:
+        f"{R}/predictions/{{variant}}/pairs.csv",
+    params:
+        device=config["device"],
+    log:
+        f"{R}/logs/predict/{{variant}}.log",
+    benchmark:
+        f"{R}/benchmarks/predict/{{variant}}.tsv"
+    threads: config["threads"]
+    resources:
+        mem_mb=8000,
+        runtime=240,
+    conda:
+        "../../envs/rlseg.yaml"
+    script:
+        "../../scripts/predict.py"

@@ -1,0 +1,79 @@
+# Single-class U-Nets trained with the regularized loss, and the pseudo ground truth they produce.
+
+
+rule train_base_model:
+    output:
+        f"{R}/base_model/model_final.pt",
+        history=f"{R}/base_model/history.csv",
+    params:
+        base=config["base_model"],
+        single_class=config["single_class"],
+        device=config["device"],
+        results=R,
+    log:
+        f"{R}/logs/train_base_model.log",
+    benchmark:
+        f"{R}/benchmarks/train_base_model.tsv"
+    threads: config["threads"]
+    resources:
+        mem_mb=8000,
+        runtime=1440,
+        gpu=1,
+    conda:
+        "../../envs/rlseg.yaml"
+    script:
+        "../../scripts/train_base_model.py"
+
+
+rule train_single_class:
+    input:
+        manifest=f"{R}/images/{{cls}}/manifest.csv",
+        manifests=manifests(),
+        base=base_model,
+    output:
+        model=f"{R}/single_class/{{cls}}/model_final.pt",
+        history=f"{R}/single_class/{{cls}}/history.csv",
+    params:
+        single_class=config["single_class"],
+        classes=CLASSES,
+        ids=IDS,
+        device=config["device"],
+        negatives_dir=f"{R}/world/negatives" if SOURCE == "synthetic" else None,
+        masks_dir=f"{R}/world/masks" if SOURCE == "synthetic" else None,
+    log:
+        f"{R}/logs/train_single_class/{{cls}}.log",
+    benchmark:
+        f"{R}/benchmarks/train_single_class/{{cls}}.tsv"
+    threads: config["threads"]
+    resources:
+        mem_mb=8000,
+        runtime=1440,
+        gpu=1,
+    conda:
+        "../../envs/rlseg.yaml"
+    script:
+        "../../scripts/train_single_class.py"
+
+
+rule pseudo_gt:
+    input:
+        model=f"{R}/single_class/{{cls}}/model_final.pt",
+        manifest=f"{R}/images/{{cls}}/manifest.csv",
+    output:
+        f"{R}/pseudo_gt/{{cls}}/pairs.csv",
+    params:
+        ids=IDS,
+        device=config["device"],
+        batch_size=32,
+    log:
+        f"{R}/logs/pseudo_gt/{{cls}}.log",
+    benchmark:
+        f"{R}/benchmarks/pseudo_gt/{{cls}}.tsv"
+    threads: config["threads"]
+    resources:
+        mem_mb=4000,
+        runtime=120,
+    conda:
+        "../../envs/rlseg.yaml"
+    script:
+        "../../scripts/pseudo_gt.py"
