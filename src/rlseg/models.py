@@ -85,12 +85,27 @@ def load_lite0_imagenet(model: nn.Module) -> nn.Module:
     return model
 
 
+def _weights_source(encoder: str) -> str:
+    if encoder == "resnet101":
+        from torchvision.models import ResNet101_Weights
+
+        url = ResNet101_Weights.IMAGENET1K_V1.url
+        return f"{url}, cached as {Path(torch.hub.get_dir()) / 'checkpoints' / url.rsplit('/', 1)[-1]}"
+    try:
+        import segmentation_models_pytorch as smp
+
+        repo = smp.encoders.encoders[encoder]["pretrained_settings"]["imagenet"]["repo_id"]
+        return f"the Hugging Face repository {repo}, cached under ~/.cache/huggingface/hub"
+    except (KeyError, ImportError):
+        return f"the usual download of {encoder!r}"
+
+
 def _offline_hint(encoder: str, err: Exception) -> EncoderWeightsUnavailable:
+    first = str(err).splitlines()[0][:200] if str(err) else ""
     return EncoderWeightsUnavailable(
-        f"could not fetch ImageNet weights for encoder {encoder!r} ({type(err).__name__}: {err}). "
-        f"They are downloaded on first use into the cache at {torch.hub.get_dir()} (torch hub) or "
-        "~/.cache/huggingface (smp hub); copy the file there from a machine with internet, or use "
-        f"the offline encoder {OFFLINE_ENCODER!r}."
+        f"could not fetch the ImageNet weights of encoder {encoder!r} ({type(err).__name__}: {first}). "
+        f"They come from {_weights_source(encoder)}: fetch them once on a machine with internet and copy the "
+        f"cache here, or use the offline encoder {OFFLINE_ENCODER!r}."
     )
 
 
@@ -246,9 +261,14 @@ class MultiClassNet(nn.Module):
             import segmentation_models_pytorch as smp
 
             self.normalise = _Normalise(*encoder_stats(encoder))
-            net = smp.DeepLabV3Plus(encoder_name=encoder, encoder_weights=None, classes=num_classes)
-            if pretrained:
-                net.encoder = _smp_encoder(encoder, True)
+            offline = encoder == OFFLINE_ENCODER or not pretrained
+            try:
+                net = smp.DeepLabV3Plus(encoder_name=encoder, encoder_weights=None if offline else "imagenet",
+                                        classes=num_classes)
+            except Exception as err:
+                raise _offline_hint(encoder, err) from err
+            if pretrained and encoder == OFFLINE_ENCODER:
+                load_lite0_imagenet(net.encoder.model)
             self.net = net
 
     @property

@@ -215,7 +215,7 @@ def fit(
                 total, terms = loss_fn(probs, x, neg_flags.to(device) if pool_neg is not None else None)
             if not torch.isfinite(total):
                 raise NonFiniteLossError(
-                    f"non-finite loss at stage {plan.stage}, epoch {epoch + 1}, batch {b + 1}: total={float(total)}, "
+                    f"non-finite loss at stage {plan.stage}, epoch {epoch + 1}, batch {b + 1}: total={float(total.detach())}, "
                     f"terms={terms}; the last good checkpoint is {checkpoint}"
                 )
             optimizer.zero_grad(set_to_none=True)

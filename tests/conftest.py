@@ -1,0 +1,35 @@
+"""Shared fixtures: paths to the repo, the shared real-image data sets (skipped when absent), smoke config."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("RLSEG_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def repo() -> Path:
+    return REPO
+
+
+@pytest.fixture(scope="session")
+def horse_dir() -> Path:
+    d = SHARED / "weizmann_horse"
+    if not (d / "images").is_dir():
+        pytest.skip(f"shared Weizmann Horse data not found at {d}")
+    return d
+
+
+@pytest.fixture(scope="session")
+def ecssd_dir() -> Path:
+    d = SHARED / "ecssd"
+    if not (d / "images").is_dir():
+        pytest.skip(f"shared ECSSD data not found at {d}")
+    return d

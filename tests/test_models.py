@@ -1,0 +1,96 @@
+"""Networks: shapes, the frozen encoder, the offline EfficientNet-Lite0 weights, clear offline errors."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from rlseg.models import (
+    EncoderWeightsUnavailable,
+    SingleClassUNet,
+    build_multiclass,
+    build_unet,
+    load_lite0_imagenet,
+)
+
+
+@pytest.mark.parametrize("decoder", ["light", "smp"])
+def test_unet_outputs_softmax_at_input_size(decoder):
+    model = SingleClassUNet(decoder=decoder, pretrained=False)
+    out = model(torch.rand(2, 3, 64, 96))
+    assert out.shape == (2, 2, 64, 96)
+    assert torch.allclose(out.sum(1), torch.ones(2, 64, 96), atol=1e-5)
+
+
+def test_light_decoder_is_lighter_than_smp():
+    light = sum(p.numel() for p in SingleClassUNet(decoder="light", pretrained=False).decoder.parameters())
+    heavy = sum(p.numel() for p in SingleClassUNet(decoder="smp", pretrained=False).decoder.parameters())
+    assert light * 2 < heavy
+
+
+def test_frozen_encoder_stays_in_eval_mode_and_gets_no_gradient():
+    model = build_unet({"encoder": "tu-tf_efficientnet_lite0"}, pretrained=False)
+    model.train()
+    assert not model.encoder.training
+    assert model.decoder.training
+    before = {k: v.clone() for k, v in model.encoder.state_dict().items()}
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    model(torch.rand(2, 3, 64, 64))[:, 1].mean().backward()
+    opt.step()
+    assert all(p.grad is None for p in model.encoder.parameters())
+    after = model.encoder.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # BatchNorm statistics fixed too
+
+
+@pytest.mark.parametrize("arch", ["deeplabv3plus"])
+def test_multiclass_logits_at_input_size(arch):
+    model = build_multiclass({"arch": arch, "num_classes": 5}, pretrained=False)
+    assert model.eval()(torch.rand(1, 3, 64, 96)).shape == (1, 5, 64, 96)
+
+
+def test_offline_encoder_loads_packaged_weights():
+    import timm
+
+    model = load_lite0_imagenet(timm.create_model("tf_efficientnet_lite0", pretrained=False))
+    packaged = torch.load(
+        __import__("rlseg.models", fromlist=["lite0_weights_path"]).lite0_weights_path(), weights_only=True
+    )
+    assert torch.equal(model.conv_stem.weight, packaged["_conv_stem.weight"])
+    unet = SingleClassUNet()
+    assert torch.equal(unet.encoder.model.conv_stem.weight, packaged["_conv_stem.weight"])
+
+
+def test_offline_encoder_recognises_horses(horse_dir: Path):
+    """ImageNet head on the packaged weights: "sorrel" (339) in the top 5 for >= 80 % of the horses."""
+    import timm
+
+    model = load_lite0_imagenet(timm.create_model("tf_efficientnet_lite0", pretrained=False)).eval()
+    files = sorted((horse_dir / "images").glob("*.jpg"))
+    hits = 0
+    for i in range(0, len(files), 32):
+        batch = [np.asarray(Image.open(f).convert("RGB").resize((224, 224), Image.BILINEAR)) for f in files[i:i + 32]]
+        x = (torch.from_numpy(np.stack(batch)).permute(0, 3, 1, 2).float() / 255 - 0.5) / 0.5
+        with torch.no_grad():
+            hits += int((model(x).topk(5).indices == 339).any(1).sum())
+    assert hits / len(files) >= 0.8, f"sorrel in top 5 for {hits}/{len(files)}"
+
+
+@pytest.mark.parametrize("build", [
+    lambda: SingleClassUNet("mobilenet_v2"),
+    lambda: build_multiclass({"arch": "deeplabv3_resnet101", "num_classes": 21}),
+])
+def test_other_encoders_fail_offline_with_a_clear_message(build, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    cache = os.path.expanduser("~/.cache")
+    try:
+        build()
+    except EncoderWeightsUnavailable as err:
+        msg = str(err)
+        assert "fetch them once" in msg and ("huggingface" in msg or "checkpoints" in msg)
+    else:  # pragma: no cover - only where the weights are cached
+        pytest.skip(f"weights already cached under {cache}")

@@ -1,0 +1,131 @@
+"""Training: stage plans, the resume contract (bit for bit on the CPU), refusals, non-finite losses."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from rlseg.checkpoint import CheckpointMismatch, load_weights, save_weights
+from rlseg.losses import anneal_sigmas
+from rlseg.models import build_unet
+from rlseg.train import NonFiniteLossError, SingleClassConfig, fit, stage_plans, train_single_class
+
+TINY = dict(resolutions=[64], anneal_epochs=2, normal_epochs=2, transfer_epochs=1, negative_epochs=1, batch_size=4,
+            decoder_channels=[16, 8, 8, 8, 8])
+
+
+def tiny_data(n=6, size=64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    images = (torch.rand(n, 3, size, size, generator=g) * 255).to(torch.uint8)
+    images[:, :, 16:48, 16:48] = 200  # a bright square object
+    masks = torch.zeros(n, size, size, dtype=torch.uint8)
+    masks[:, 16:48, 16:48] = 1
+    return images, masks
+
+
+def test_stage_plans_follow_the_paper():
+    cfg = SingleClassConfig()
+    anneal = stage_plans(cfg, "anneal")
+    assert [p.sigma for p in anneal] == pytest.approx(anneal_sigmas(15))
+    assert all((p.weights.reg, p.weights.vol, p.weights.pos) == (1, 1, 1) for p in anneal)
+    normal = stage_plans(cfg, "normal")
+    assert len(normal) == 50 and normal[0].weights.reg == 100 and normal[0].sigma == 0.15
+    neg = stage_plans(cfg, "negative")
+    assert len(neg) == 200 and neg[0].negatives and neg[0].weights.neg == 2
+
+
+def _run(tmp_path, stop_after=None, cfg=None):
+    cfg = cfg or SingleClassConfig(**TINY)
+    torch.manual_seed(0)
+    model = build_unet(cfg.arch, pretrained=False)
+    images, masks = tiny_data()
+    plans = stage_plans(cfg, "anneal") + stage_plans(cfg, "normal")
+
+    def stop(row):
+        if stop_after is not None and row["epoch"] == stop_after:
+            raise KeyboardInterrupt
+
+    return model, lambda: fit(model, images, plans, cfg, tmp_path / "ckpt.pt", {"cfg": "x"}, masks=masks,
+                              device=torch.device("cpu"), on_epoch=stop)
+
+
+def test_resume_ends_with_identical_weights(tmp_path):
+    full_model, run = _run(tmp_path / "a")
+    (tmp_path / "a").mkdir()
+    rows_full = run()
+    (tmp_path / "b").mkdir()
+    _, run_b = _run(tmp_path / "b", stop_after=2)
+    with pytest.raises(KeyboardInterrupt):
+        run_b()
+    resumed_model, run_c = _run(tmp_path / "b")  # a fresh process would start like this
+    rows_resumed = run_c()
+    assert len(rows_resumed) == len(rows_full) == 4
+    for (k, a), b in zip(full_model.state_dict().items(), resumed_model.state_dict().values(), strict=True):
+        assert torch.equal(a, b), k
+
+
+def test_checkpoint_from_another_configuration_is_refused(tmp_path):
+    cfg = SingleClassConfig(**TINY)
+    model = build_unet(cfg.arch, pretrained=False)
+    images, _ = tiny_data()
+    plans = stage_plans(cfg, "normal")
+    fit(model, images, plans[:1], cfg, tmp_path / "c.pt", {"lr": 0.001}, device=torch.device("cpu"))
+    with pytest.raises(CheckpointMismatch, match=r"lr: 0.001 -> 0.01"):
+        fit(model, images, plans, cfg, tmp_path / "c.pt", {"lr": 0.01}, device=torch.device("cpu"))
+
+
+def test_weights_need_the_same_architecture(tmp_path):
+    a = build_unet({"decoder_channels": [16, 8, 8, 8, 8]}, pretrained=False)
+    save_weights(tmp_path / "w.pt", a)
+    b = build_unet({"decoder_channels": [32, 8, 8, 8, 8]}, pretrained=False)
+    with pytest.raises(CheckpointMismatch, match="decoder_channels"):
+        load_weights(tmp_path / "w.pt", b)
+    c = build_unet({"decoder_channels": [16, 8, 8, 8, 8]}, pretrained=False)
+    load_weights(tmp_path / "w.pt", c)
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), c.state_dict().values(), strict=True))
+
+
+def test_non_finite_loss_stops_with_terms_and_keeps_last_checkpoint(tmp_path):
+    cfg = SingleClassConfig(**TINY)
+    model = build_unet(cfg.arch, pretrained=False)
+    images, _ = tiny_data()
+    plans = stage_plans(cfg, "normal")
+    fit(model, images, plans[:1], cfg, tmp_path / "n.pt", {"k": 1}, device=torch.device("cpu"))
+    saved = torch.load(tmp_path / "n.pt", weights_only=True)
+    bad_plans = copy.deepcopy(plans)
+    bad_plans[1].weights.reg = float("nan")
+    with pytest.raises(NonFiniteLossError, match=r"epoch 2, batch 1.*sparse_crf"):
+        fit(model, images, bad_plans, cfg, tmp_path / "n.pt", {"k": 1}, device=torch.device("cpu"))
+    kept = torch.load(tmp_path / "n.pt", weights_only=True)
+    assert kept["epoch"] == saved["epoch"] == 0
+
+
+def test_train_single_class_all_stages_with_negatives(tmp_path):
+    cfg = SingleClassConfig(**{**TINY, "resolutions": [64, 96]})
+    images, masks = tiny_data()
+    negatives, _ = tiny_data(seed=1)
+
+    def load(res):
+        f = torch.nn.functional.interpolate
+        return (f(images.float(), size=(res, res)).to(torch.uint8), f(negatives.float(), size=(res, res)).to(torch.uint8),
+                f(masks[:, None].float(), size=(res, res))[:, 0].to(torch.uint8))
+
+    out = train_single_class(cfg, load, tmp_path, with_negatives=True, on_epoch=None, device="cpu")
+    stages = [(r["resolution"], r["stage"]) for r in out["history"]]
+    assert stages == [(64, "anneal")] * 2 + [(64, "normal")] * 2 + [(96, "transfer"), (96, "negative")]
+    assert "negative" in out["history"][-1] and "f_measure" in out["history"][0]
+    assert sorted(out["models"]) == [64, 96]
+    assert not list(tmp_path.glob("checkpoint_*.pt"))
+    # the base-model path: normal stage from these weights, no annealing
+    out2 = train_single_class(SingleClassConfig(**TINY), load, tmp_path / "t", init_weights=out["models"][64],
+                              on_epoch=None, device="cpu")
+    assert [r["stage"] for r in out2["history"]] == ["normal", "normal"]
+
+
+def test_gt_supervision_learns_the_mask(tmp_path):
+    cfg = SingleClassConfig(**{**TINY, "supervision": "gt", "normal_epochs": 6, "lr": 1e-2})
+    images, masks = tiny_data(n=8)
+    out = train_single_class(cfg, lambda r: (images, None, masks), tmp_path, on_epoch=None, device="cpu")
+    assert out["history"][-1]["cross_entropy"] < out["history"][0]["cross_entropy"]
