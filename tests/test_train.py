@@ -108,9 +108,10 @@ def test_train_single_class_all_stages_with_negatives(tmp_path):
     negatives, _ = tiny_data(seed=1)
 
     def load(res):
-        f = torch.nn.functional.interpolate
-        return (f(images.float(), size=(res, res)).to(torch.uint8), f(negatives.float(), size=(res, res)).to(torch.uint8),
-                f(masks[:, None].float(), size=(res, res))[:, 0].to(torch.uint8))
+        def f(x):
+            return torch.nn.functional.interpolate(x.float(), size=(res, res)).to(torch.uint8)
+
+        return f(images), f(negatives), f(masks[:, None])[:, 0]
 
     out = train_single_class(cfg, load, tmp_path, with_negatives=True, on_epoch=None, device="cpu")
     stages = [(r["resolution"], r["stage"]) for r in out["history"]]

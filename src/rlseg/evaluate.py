@@ -54,7 +54,9 @@ def evaluate_predictions(
     return float(np.nanmean(ious)), rows
 
 
-def write_scores(miou: float, rows: list[dict], miou_path: str | os.PathLike, per_class_path: str | os.PathLike) -> None:
+def write_scores(
+    miou: float, rows: list[dict], miou_path: str | os.PathLike, per_class_path: str | os.PathLike
+) -> None:
     """mIoU as one number (percent, two decimals) and the per-class CSV."""
     write_text(Path(miou_path), f"{miou:.2f}\n")
     write_csv(per_class_path, rows, ["class", "id", "iou"])

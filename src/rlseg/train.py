@@ -56,6 +56,7 @@ class SingleClassConfig:
     transfer_epochs: int = 50
     negative_epochs: int = 200
     lambda_reg: float = 100.0
+    lambda_reg_anneal: float = 1.0
     lambda_vol: float = 1.0
     lambda_pos: float = 1.0
     lambda_neg: float = 2.0
@@ -109,7 +110,8 @@ def stage_plans(cfg: SingleClassConfig, stage: str) -> list[EpochPlan]:
     normal = LossWeights(cfg.lambda_reg, cfg.lambda_vol, cfg.lambda_pos, cfg.lambda_neg, cfg.sigma_end)
     if stage == "anneal":
         sigmas = anneal_sigmas(cfg.anneal_epochs, cfg.sigma_start, cfg.sigma_end, printed=cfg.loss_form == "printed")
-        return [EpochPlan("anneal", s, LossWeights(1.0, 1.0, 1.0, cfg.lambda_neg, s)) for s in sigmas]
+        w = cfg.lambda_reg_anneal
+        return [EpochPlan("anneal", s, LossWeights(w, 1.0, 1.0, cfg.lambda_neg, s)) for s in sigmas]
     if stage in ("normal", "transfer"):
         n = cfg.normal_epochs if stage == "normal" else cfg.transfer_epochs
         return [EpochPlan(stage, cfg.sigma_end, normal) for _ in range(n)]
@@ -215,8 +217,8 @@ def fit(
                 total, terms = loss_fn(probs, x, neg_flags.to(device) if pool_neg is not None else None)
             if not torch.isfinite(total):
                 raise NonFiniteLossError(
-                    f"non-finite loss at stage {plan.stage}, epoch {epoch + 1}, batch {b + 1}: total={float(total.detach())}, "
-                    f"terms={terms}; the last good checkpoint is {checkpoint}"
+                    f"non-finite loss at stage {plan.stage}, epoch {epoch + 1}, batch {b + 1}: "
+                    f"total={float(total.detach())}, terms={terms}; the last good checkpoint is {checkpoint}"
                 )
             optimizer.zero_grad(set_to_none=True)
             total.backward()

@@ -1,4 +1,6 @@
 # Paths and config helpers shared by the rules.
+from pathlib import Path
+
 from rlseg.voc import class_ids
 
 R = config["results"]
@@ -36,3 +38,14 @@ def base_model(wildcards):
 
 def pascal_index():
     return [f"{R}/voc/pascal_single.csv"] if SOURCE == "voc_single" else []
+
+
+def results_dir(output, depth):
+    """The results folder, from an output path ``depth`` folders below it."""
+    return str(Path(output).parents[depth])
+
+
+def training_pairs(wildcards):
+    if wildcards.variant == "pseudo_gt":
+        return expand(f"{R}/pseudo_gt/{{cls}}/pairs.csv", cls=CLASSES)
+    return [f"{R}/ground_truth/pairs.csv"]

@@ -51,7 +51,7 @@ rule ingest:
     params:
         images=config["images"],
         web=config["web"],
-        results=R,
+        results=lambda w, output: results_dir(output[0], 2),
     log:
         f"{R}/logs/ingest/{{cls}}.log",
     benchmark:
@@ -73,7 +73,7 @@ rule eval_set:
         f"{R}/eval/index.csv",
     params:
         eval=config["eval"],
-        results=R,
+        results=lambda w, output: results_dir(output[0], 1),
     log:
         f"{R}/logs/eval_set.log",
     benchmark:
@@ -96,7 +96,7 @@ rule true_masks:
         f"{R}/ground_truth/pairs.csv",
     params:
         source=SOURCE,
-        results=R,
+        results=lambda w, output: results_dir(output[0], 1),
         classes=CLASSES,
         ids=IDS,
     log:

@@ -1,12 +1,6 @@
 # The multi-class network: trained on the pseudo ground truth, or on true masks for the upper bound.
 
 
-def training_pairs(wildcards):
-    if wildcards.variant == "pseudo_gt":
-        return expand(f"{R}/pseudo_gt/{{cls}}/pairs.csv", cls=CLASSES)
-    return [f"{R}/ground_truth/pairs.csv"]
-
-
 rule train_multiclass:
     input:
         training_pairs,

@@ -9,7 +9,7 @@ rule train_base_model:
         base=config["base_model"],
         single_class=config["single_class"],
         device=config["device"],
-        results=R,
+        results=lambda w, output: results_dir(output[0], 1),
     log:
         f"{R}/logs/train_base_model.log",
     benchmark:

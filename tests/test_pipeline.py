@@ -1,0 +1,124 @@
+"""The workflow through Snakemake itself, on the smoke config in a temporary directory."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+SMOKE = REPO / "tests" / "smoke.yaml"
+
+
+def snakemake(workdir: Path, *args: str, configs: tuple[Path, ...] = (REPO / "config.yaml", SMOKE),
+              check: bool = True) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
+           "--cores", "2", "--configfile", *map(str, configs), *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
+    return proc
+
+
+def rows(path: Path) -> list[dict]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory) -> Path:
+    work = tmp_path_factory.mktemp("smoke")
+    snakemake(work)
+    return work
+
+
+def test_every_stage_writes_its_outputs(smoke_run: Path):
+    r = smoke_run / "results"
+    miou = float((r / "voc_miou.txt").read_text())
+    assert 0 <= miou <= 100 and (r / "voc_miou.txt").read_text().strip() == f"{miou:.2f}"
+    assert 0 <= float((r / "upper_bound_miou.txt").read_text()) <= 100
+    per_class = rows(r / "voc_per_class_iou.csv")
+    assert [x["class"] for x in per_class] == ["background", "disc", "box"]
+    for cls, cid in (("disc", 1), ("box", 2)):
+        manifest = rows(r / "images" / cls / "manifest.csv")
+        assert len(manifest) == 10 and all(m["status"] == "used" and len(m["sha1"]) == 40 for m in manifest)
+        history = rows(r / "single_class" / cls / "history.csv")
+        assert [h["stage"] for h in history] == ["anneal", "normal", "negative"]
+        assert {"sparse_crf", "volumetric", "positional", "f_measure", "jaccard", "sigma"} <= set(history[0])
+        assert "negative" in history[-1] and history[-1]["negative"] != ""
+        pairs = rows(r / "pseudo_gt" / cls / "pairs.csv")
+        assert len(pairs) == 10
+        label = Image.open(smoke_run / pairs[0]["label"])  # paths are relative to the workflow's directory
+        assert label.mode == "P" and label.size == Image.open(smoke_run / pairs[0]["image"]).size
+        assert set(np.unique(np.asarray(label))) <= {0, cid}
+        assert (r / "single_class" / cls / "model_64.pt").is_file()
+    preds = rows(r / "predictions" / "pseudo_gt" / "pairs.csv")
+    assert len(preds) == 6
+    for name in ("synthetic_world", "train_multiclass/pseudo_gt", "train_single_class/disc", "evaluate"):
+        assert (r / "benchmarks" / f"{name}.tsv").is_file()
+        assert "done in" in (r / "logs" / f"{name}.log").read_text()
+
+
+def test_world_is_deterministic_and_eval_differs(smoke_run: Path, tmp_path):
+    from rlseg.synthetic import WorldSpec, write_world
+
+    spec = WorldSpec(classes=("disc", "box"), images_per_class=10, negatives=4, eval_images=6, size=64)
+    write_world(tmp_path, spec)
+    a = (tmp_path / "images" / "disc" / "disc_0003.jpg").read_bytes()
+    assert a == (smoke_run / "results" / "world" / "images" / "disc" / "disc_0003.jpg").read_bytes()
+    assert a != (tmp_path / "eval" / "JPEGImages" / "eval_0003.jpg").read_bytes()
+    mask = np.asarray(Image.open(tmp_path / "eval" / "SegmentationClass" / "eval_0001.png"))
+    assert 255 in mask and set(np.unique(mask)) <= {0, 1, 2, 255}
+
+
+def test_forcerun_reruns_one_stage_and_what_follows(smoke_run: Path):
+    proc = snakemake(smoke_run, "-n", "--forcerun", "train_multiclass")
+    out = proc.stdout
+    assert "train_multiclass" in out and "train_single_class" not in out.split("Job stats")[-1]
+
+
+def test_changing_a_value_reruns_exactly_the_stages_that_use_it(smoke_run: Path, tmp_path):
+    override = tmp_path / "override.yaml"
+    override.write_text(yaml.safe_dump({"multiclass": {"epochs": 2}}))
+    proc = snakemake(smoke_run, "-n", configs=(REPO / "config.yaml", SMOKE, override))
+    stats = proc.stdout.split("Job stats")[-1]
+    assert "train_multiclass" in stats and "train_single_class" not in stats and "ingest" not in stats
+
+
+def test_paper_config_plans_the_full_dag_offline(tmp_path):
+    proc = snakemake(tmp_path, "-n", "results/voc_miou.txt", configs=(REPO / "configs" / "paper.yaml",))
+    stats = proc.stdout.split("Job stats")[-1]
+    assert "train_single_class       20" in stats and "train_base_model          1" in stats
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ({"bogus_key": 1}, "bogus_key"),
+        ({"single_class": {"lr": "fast"}}, "fast"),
+        ({"classes": ["disc", "disc"]}, "duplicate class names"),
+        ({"single_class": {"resolutions": [100]}}, "not a multiple of 32"),
+        ({"multiclass": {"crop": 100}}, "multiclass.crop"),
+        ({"single_class": {"normal_epochs": -1}}, "-1"),
+        ({"images": {"source": "folder", "root": "/nonexistent"}}, "/nonexistent/disc"),
+    ],
+)
+def test_bad_config_stops_before_any_job(tmp_path, override, message):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text(yaml.safe_dump(override))
+    proc = snakemake(tmp_path, "-n", configs=(REPO / "config.yaml", SMOKE, cfg), check=False)
+    assert proc.returncode != 0
+    assert message in proc.stdout + proc.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def test_lint_is_clean():
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--lint",
+                           "--configfile", str(REPO / "config.yaml")], capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
