@@ -5,4 +5,5 @@ from rlseg.pipeline import ingest_class, logged
 snakemake = globals()["snakemake"]
 cls = snakemake.wildcards.cls
 with logged(snakemake.log[0], f"ingest {cls}"):
-    ingest_class(cls, snakemake.params.images, snakemake.params.web, snakemake.params.results, snakemake.output[0])
+    ingest_class(cls, dict(snakemake.params.images), dict(snakemake.params.web), snakemake.params.results,
+                 snakemake.output[0])

@@ -5,4 +5,5 @@ from rlseg.voc import write_pascal_single
 
 snakemake = globals()["snakemake"]
 with logged(snakemake.log[0], "PascalSingle"):
-    write_pascal_single(snakemake.params.root, list(snakemake.params.classes), snakemake.output[0])
+    write_pascal_single(snakemake.params.root, list(snakemake.params.classes), snakemake.output[0],
+                        use_sbd=snakemake.params.sbd)

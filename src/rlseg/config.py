@@ -93,6 +93,9 @@ def check_config(config: dict) -> None:
     if images["source"] == "voc_single":
         from rlseg.voc import VOC_CLASSES
 
+        if not images.get("root"):
+            raise ConfigError("images.root: required when images.source is voc_single (where VOCdevkit is or goes)")
+
         bad = [c for c in classes if c not in VOC_CLASSES[1:]]
         if bad:
             raise ConfigError(f"classes: {bad} are not Pascal VOC classes (images.source = voc_single)")

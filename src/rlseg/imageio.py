@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from pathlib import Path
@@ -47,8 +48,10 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def load_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS, min_side: int = MIN_SIDE) -> Image.Image:
-    """Decode an image file to an RGB PIL image, honouring its EXIF orientation.
+def load_image(
+    path: str | os.PathLike, max_pixels: int = MAX_PIXELS, min_side: int = MIN_SIDE, data: bytes | None = None
+) -> Image.Image:
+    """Decode an image file (or its ``data`` already in memory) to an RGB PIL image, honouring EXIF orientation.
 
     Raises:
         BadImageError: empty, not an image, truncated or corrupt, larger than ``max_pixels`` (checked from the
@@ -56,11 +59,11 @@ def load_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS, min_side: 
     """
     path = Path(path)
     try:
-        if path.stat().st_size == 0:
+        if (len(data) if data is not None else path.stat().st_size) == 0:
             raise BadImageError(path, "empty file")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            with Image.open(path) as img:
+            with Image.open(io.BytesIO(data) if data is not None else path) as img:
                 w, h = img.size
                 if w * h > max_pixels:
                     raise BadImageError(path, f"too many pixels ({w}x{h} > {max_pixels}; decompression bomb?)")
@@ -75,8 +78,7 @@ def load_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS, min_side: 
         raise BadImageError(path, "not an image") from None
     except Image.DecompressionBombError as err:
         raise BadImageError(path, f"decompression bomb ({err})") from None
-    except (OSError, SyntaxError, ValueError, TypeError, EOFError, MemoryError, IndexError, KeyError,
-            ZeroDivisionError, RuntimeError, OverflowError) as err:
+    except Exception as err:  # noqa: BLE001 - any decoder failure is a bad file, never a crash
         raise BadImageError(path, f"corrupt or truncated image ({type(err).__name__}: {err})") from None
     if min(rgb.size) < min_side:
         raise BadImageError(path, f"too small ({rgb.size[0]}x{rgb.size[1]}, shorter side < {min_side})")

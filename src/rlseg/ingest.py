@@ -22,7 +22,7 @@ from rlseg.io import write_csv
 
 log = logging.getLogger(__name__)
 
-MANIFEST_COLUMNS = ["path", "sha1", "width", "height", "status", "reason"]
+MANIFEST_COLUMNS = ["path", "sha1", "width", "height", "status", "reason", "dhash"]
 WEB_COLUMNS = [*MANIFEST_COLUMNS, "url", "engine", "query"]
 
 __all__ = [
@@ -31,6 +31,7 @@ __all__ = [
     "TooFewImagesError",
     "check_files",
     "dhash",
+    "finalize_manifests",
     "folder_images",
     "read_manifest",
     "used_paths",
@@ -81,40 +82,30 @@ def check_files(
     max_pixels: int = MAX_PIXELS,
     min_side: int = 32,
     on_bad_image: str = "skip",
-    near_duplicate_bits: int = -1,
-    extra: Sequence[dict] | None = None,
 ) -> list[dict]:
-    """Check each file and return manifest rows (used or skipped with the reason).
+    """Check each file and return candidate rows (used or skipped with the reason, and a difference hash).
 
     A file is skipped when it is a symlink pointing outside ``root``, does not decode, is a decompression
-    bomb (> ``max_pixels``), has a side shorter than ``min_side``, or duplicates an earlier file (same bytes;
-    or, with ``near_duplicate_bits`` >= 0, a difference hash within that many bits).
+    bomb (> ``max_pixels``), has a side shorter than ``min_side``, or has the same bytes as an earlier file.
+    Near-duplicates are found later, across all classes (:func:`finalize_manifests`).
 
     Raises:
         BadImageError: on the first bad file when ``on_bad_image == "error"``.
     """
     rows: list[dict] = []
     seen_sha: dict[str, str] = {}
-    seen_hash: list[tuple[int, str]] = []
-    for i, f in enumerate(files):
+    for f in files:
         path = Path(f)
-        row = {"path": str(path), "sha1": "", "width": "", "height": "", "status": "skipped", "reason": ""}
-        if extra is not None:
-            row.update(extra[i])
+        row = {"path": str(path), "sha1": "", "width": "", "height": "", "status": "skipped", "reason": "",
+               "dhash": ""}
         try:
             if root is not None and path.is_symlink() and _outside(path, Path(root)):
                 raise BadImageError(path, f"symlink pointing outside the data folder ({os.readlink(path)})")
             img = load_image(path, max_pixels=max_pixels, min_side=min_side)
             digest = sha1_of(path)
-            row.update(sha1=digest, width=img.size[0], height=img.size[1])
+            row.update(sha1=digest, width=img.size[0], height=img.size[1], dhash=f"{dhash(img):016x}")
             if digest in seen_sha:
                 raise BadImageError(path, f"duplicate of {seen_sha[digest]}")
-            if near_duplicate_bits >= 0:
-                h = dhash(img)
-                twin = next((p for hh, p in seen_hash if hamming(h, hh) <= near_duplicate_bits), None)
-                if twin is not None:
-                    raise BadImageError(path, f"near-duplicate of {twin}")
-                seen_hash.append((h, str(path)))
             seen_sha[digest] = str(path)
             row.update(status="used", reason="")
         except BadImageError as err:
@@ -125,19 +116,58 @@ def check_files(
     return rows
 
 
-def write_manifest(path: str | os.PathLike, rows: list[dict], cls: str, min_images: int = 1,
-                   columns: Sequence[str] = MANIFEST_COLUMNS) -> None:
-    """Write a class manifest; refuses (after writing it, so the reasons can be read) when too few are usable."""
+def finalize_manifests(
+    candidates: dict[str, list[dict]], near_duplicate_bits: int = 4, min_images: int = 1
+) -> dict[str, list[dict]]:
+    """Turn each class's candidate rows into its manifest rows.
+
+    Within a class, a near-duplicate (difference hash within ``near_duplicate_bits`` bits; -1 turns this off)
+    of an earlier image is skipped. An image with a near-duplicate under another class is dropped from both
+    classes and logged: its label is ambiguous.
+
+    Raises:
+        TooFewImagesError: naming every class left with fewer than ``min_images`` used images, and the counts.
+    """
+    out = {c: [dict(r) for r in rows] for c, rows in candidates.items()}
+    if near_duplicate_bits >= 0:
+        kept: dict[str, list[tuple[int, dict]]] = {}
+        for cls, rows in out.items():
+            kept[cls] = []
+            for r in rows:
+                if r["status"] != "used" or not r.get("dhash"):
+                    continue
+                h = int(r["dhash"], 16)
+                twin = next((t for hh, t in kept[cls] if hamming(h, hh) <= near_duplicate_bits), None)
+                if twin is not None:
+                    r.update(status="skipped", reason=f"near-duplicate of {twin['path']}")
+                else:
+                    kept[cls].append((h, r))
+        classes = list(kept)
+        for i, a in enumerate(classes):
+            for b in classes[i + 1 :]:
+                for ha, ra in kept[a]:
+                    for hb, rb in kept[b]:
+                        if hamming(ha, hb) <= near_duplicate_bits:
+                            ra.update(status="skipped", reason=f"near-duplicate under class {b}: {rb['path']}")
+                            rb.update(status="skipped", reason=f"near-duplicate under class {a}: {ra['path']}")
+                            log.warning("dropped near-duplicates %s (%s) and %s (%s)", ra["path"], a, rb["path"], b)
+    short = []
+    for cls, rows in out.items():
+        used = sum(r["status"] == "used" for r in rows)
+        if len(rows) - used:
+            log.warning("class %s: skipped %d of %d images", cls, len(rows) - used, len(rows))
+        if used < min_images:
+            short.append(f"class {cls!r}: {used} usable of {len(rows)} ({len(rows) - used} skipped)")
+    if short:
+        raise TooFewImagesError("; ".join(short) + f"; fewer than images.min_images = {min_images}")
+    return out
+
+
+def write_manifest(path: str | os.PathLike, rows: list[dict], columns: Sequence[str] | None = None) -> None:
+    """Write manifest (or candidate) rows as CSV."""
+    if columns is None:
+        columns = WEB_COLUMNS if rows and "url" in rows[0] else MANIFEST_COLUMNS
     write_csv(path, rows, columns)
-    used = sum(r["status"] == "used" for r in rows)
-    skipped = len(rows) - used
-    if skipped:
-        log.warning("class %s: skipped %d of %d images (reasons in %s)", cls, skipped, len(rows), path)
-    if used < min_images:
-        raise TooFewImagesError(
-            f"class {cls!r}: {used} usable images of {len(rows)} found ({skipped} skipped), "
-            f"fewer than images.min_images = {min_images}; see {path}"
-        )
 
 
 def read_manifest(path: str | os.PathLike) -> list[dict]:

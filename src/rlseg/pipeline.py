@@ -18,7 +18,7 @@ from tqdm import tqdm
 from rlseg.checkpoint import load_weights
 from rlseg.data import load_images, load_label_masks
 from rlseg.imageio import load_image
-from rlseg.ingest import check_files, folder_images, read_manifest, used_paths, write_manifest
+from rlseg.ingest import check_files, finalize_manifests, folder_images, read_manifest, used_paths, write_manifest
 from rlseg.io import atomic_path, save_png, write_csv
 from rlseg.models import build_unet
 from rlseg.train import SingleClassConfig, predict, resolve_device, train_single_class
@@ -74,21 +74,30 @@ def source_files(cls: str, images: dict, results: str) -> list[Path]:
     raise ValueError(f"source {source!r} has no file list; the web source crawls")
 
 
-def ingest_class(cls: str, images: dict, web: dict, results: str, manifest: str) -> None:
-    """Check the class's images and write its manifest (the web source crawls first)."""
+def ingest_class(cls: str, images: dict, web: dict, results: str, candidates: str) -> None:
+    """Check the class's images (the web source crawls first) and write its candidate list."""
     if images["source"] == "web":
         from rlseg.crawl import crawl_class
 
         rows = crawl_class(cls, web, images, Path(results) / "web" / cls)
-        write_manifest(manifest, rows, cls, images["min_images"], columns=list(rows[0]) if rows else None)
-        return
-    files = source_files(cls, images, results)
-    root = Path(images["root"]) if images["source"] == "folder" else None
-    rows = check_files(files, root=root, max_pixels=images["max_pixels"], min_side=images["min_side"],
-                       on_bad_image=images["on_bad_image"], near_duplicate_bits=images["near_duplicate_bits"])
-    write_manifest(manifest, rows, cls, images["min_images"])
-    log.info("class %s: %d used, %d skipped -> %s", cls, sum(r["status"] == "used" for r in rows),
-             sum(r["status"] != "used" for r in rows), manifest)
+    else:
+        files = source_files(cls, images, results)
+        root = Path(images["root"]) if images["source"] == "folder" else None
+        rows = check_files(files, root=root, max_pixels=images["max_pixels"], min_side=images["min_side"],
+                           on_bad_image=images["on_bad_image"])
+    write_manifest(candidates, rows)
+    used = sum(r["status"] == "used" for r in rows)
+    log.info("class %s: %d usable, %d skipped -> %s", cls, used, len(rows) - used, candidates)
+
+
+def finalize(candidate_files: Sequence[str], manifest_files: Sequence[str], classes: Sequence[str],
+             near_duplicate_bits: int, min_images: int) -> None:
+    """Write every class's manifest from the candidates: near-duplicates dropped, too-small classes refused."""
+    candidates = {c: read_manifest(f) for c, f in zip(classes, candidate_files, strict=True)}
+    manifests = finalize_manifests(candidates, near_duplicate_bits, min_images)
+    for c, f in zip(classes, manifest_files, strict=True):
+        write_manifest(f, manifests[c])
+        log.info("class %s: %d images used -> %s", c, sum(r["status"] == "used" for r in manifests[c]), f)
 
 
 def run_single_class(
@@ -198,9 +207,8 @@ def run_base_model(base: dict, settings: dict, results: str, model_out: str, his
                    device: str = "auto") -> None:
     """Train the base model (annealing + normal stages, no negatives) on the base data set."""
     files = base_model_images(base, results)
-    rows = check_files(files, min_side=32)
     manifest = Path(outdir) / "manifest.csv"
-    write_manifest(manifest, rows, "base", 1)
+    write_manifest(manifest, finalize_manifests({"base": check_files(files, min_side=32)})["base"])
     cfg = {**settings, "negatives": False}
     run_single_class("base", str(manifest), [str(manifest)], ["base"], {"base": 1}, cfg, outdir, model_out,
                      history_out, device=device)

@@ -124,3 +124,107 @@ def image_labels_from_xml(path: str | os.PathLike) -> set[str]:
 def image_labels_from_mask(mask: np.ndarray) -> set[str]:
     """Image-level labels of a class-index mask (only which classes occur; the pixels are not used)."""
     return {VOC_CLASSES[v] for v in np.unique(mask) if 0 < v < len(VOC_CLASSES)}
+
+
+def _read_ids(path: Path) -> list[str]:
+    return path.read_text().split() if path.is_file() else []
+
+
+def pascal_single(voc: str | os.PathLike, sbd: str | os.PathLike | None = None) -> list[dict]:
+    """PascalSingle: images of the augmented training set (VOC 2012 train + SBD train_noval, never an image of
+    VOC 2012 val) whose image-level labels hold exactly one class.
+
+    Image-level labels come from the XML annotations, else from SBD's class masks or VOC's class PNGs (only
+    which classes occur is read; pixel masks are never used for training).
+
+    Args:
+        voc: the ``VOC2012`` directory. sbd: SBD's directory (``img/``, ``cls/``, ``train_noval.txt``).
+    Returns:
+        rows {id, class, path, labels_from}, one per single-class image.
+    """
+    voc = Path(voc)
+    val = set(_read_ids(voc / "ImageSets" / "Segmentation" / "val.txt"))
+    ids = _read_ids(voc / "ImageSets" / "Segmentation" / "train.txt")
+    if sbd is not None:
+        ids += _read_ids(Path(sbd) / "train_noval.txt")
+    rows = []
+    for image_id in dict.fromkeys(ids):
+        if image_id in val:
+            continue
+        labels, source = _image_labels(voc, Path(sbd) if sbd else None, image_id)
+        if len(labels) != 1:
+            continue
+        image = voc / "JPEGImages" / f"{image_id}.jpg"
+        if not image.is_file() and sbd is not None:
+            image = Path(sbd) / "img" / f"{image_id}.jpg"
+        if image.is_file():
+            rows.append({"id": image_id, "class": next(iter(labels)), "path": str(image), "labels_from": source})
+    return rows
+
+
+def _image_labels(voc: Path, sbd: Path | None, image_id: str) -> tuple[set[str], str]:
+    xml = voc / "Annotations" / f"{image_id}.xml"
+    if xml.is_file():
+        return image_labels_from_xml(xml), "xml"
+    if sbd is not None and (sbd / "cls" / f"{image_id}.mat").is_file():
+        from scipy.io import loadmat
+
+        seg = loadmat(sbd / "cls" / f"{image_id}.mat")["GTcls"][0]["Segmentation"][0]
+        return image_labels_from_mask(np.asarray(seg)), "sbd_mask"
+    png = voc / "SegmentationClass" / f"{image_id}.png"
+    if png.is_file():
+        from PIL import Image
+
+        return image_labels_from_mask(np.asarray(Image.open(png))), "voc_mask"
+    return set(), "none"
+
+
+def locate_voc(root: str | os.PathLike, download: bool = True, use_sbd: bool = True) -> tuple[Path, Path | None]:
+    """The VOC2012 and SBD directories under ``root`` (downloaded through torchvision when missing).
+
+    ``use_sbd=False`` uses VOC 2012 train alone (not the augmented set)."""
+    root = Path(root)
+    voc = root / "VOCdevkit" / "VOC2012"
+    if not (voc / "ImageSets" / "Segmentation" / "train.txt").is_file():
+        if not download:
+            raise FileNotFoundError(f"{voc}: no VOC 2012 here")
+        voc = download_voc2012(root, "train")
+    sbd = root / "SBD"
+    if not use_sbd:
+        return voc, None
+    if not (sbd / "train_noval.txt").is_file():
+        if not download:
+            return voc, None
+        try:
+            from torchvision.datasets import SBDataset
+
+            SBDataset(str(sbd), image_set="train_noval", mode="segmentation", download=True)
+        except Exception as err:
+            raise RuntimeError(f"could not download SBD into {sbd} ({type(err).__name__}: {err}); without "
+                               "internet put an extracted SBD there (img/, cls/, train_noval.txt)") from err
+    return voc, sbd
+
+
+def write_pascal_single(root: str | os.PathLike, classes: list[str], out_csv: str | os.PathLike,
+                        use_sbd: bool = True) -> None:
+    """Write the PascalSingle index (id, class, path, labels_from) for the configured classes."""
+    import logging
+
+    from rlseg.io import write_csv
+
+    voc, sbd = locate_voc(root, use_sbd=use_sbd)
+    rows = [r for r in pascal_single(voc, sbd) if r["class"] in classes]
+    write_csv(out_csv, rows, ["id", "class", "path", "labels_from"])
+    counts = {c: sum(r["class"] == c for r in rows) for c in classes}
+    logging.getLogger(__name__).info("PascalSingle: %d images %s -> %s", len(rows), counts, out_csv)
+
+
+def true_mask_for(image_path: str | os.PathLike) -> Path | None:
+    """The class-index mask of a VOC training image (SegmentationClassAug, else SegmentationClass), if any."""
+    p = Path(image_path)
+    voc = p.parents[1]
+    for folder in ("SegmentationClassAug", "SegmentationClass"):
+        mask = voc / folder / f"{p.stem}.png"
+        if mask.is_file():
+            return mask
+    return None

@@ -49,3 +49,8 @@ def training_pairs(wildcards):
     if wildcards.variant == "pseudo_gt":
         return expand(f"{R}/pseudo_gt/{{cls}}/pairs.csv", cls=CLASSES)
     return [f"{R}/ground_truth/pairs.csv"]
+
+
+def ingest_settings():
+    keys = ("source", "root", "max_pixels", "min_side", "on_bad_image")
+    return {k: config["images"][k] for k in keys}

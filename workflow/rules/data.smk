@@ -27,6 +27,7 @@ rule pascal_single:
         f"{R}/voc/pascal_single.csv",
     params:
         root=config["images"]["root"],
+        sbd=config["images"]["sbd"],
         classes=CLASSES,
     log:
         f"{R}/logs/pascal_single.log",
@@ -47,10 +48,11 @@ rule ingest:
         world_flag(),
         pascal_index(),
     output:
-        f"{R}/images/{{cls}}/manifest.csv",
+        f"{R}/images/{{cls}}/candidates.csv",
     params:
-        images=config["images"],
-        web=config["web"],
+        # only what decides which files are fetched and checked: other settings never re-crawl a class
+        images=ingest_settings(),
+        web=config["web"] if SOURCE == "web" else {},
         results=lambda w, output: results_dir(output[0], 2),
     log:
         f"{R}/logs/ingest/{{cls}}.log",
@@ -64,6 +66,29 @@ rule ingest:
         "../../envs/rlseg.yaml"
     script:
         "../../scripts/ingest.py"
+
+
+rule manifests:
+    input:
+        expand(f"{R}/images/{{cls}}/candidates.csv", cls=CLASSES),
+    output:
+        expand(f"{R}/images/{{cls}}/manifest.csv", cls=CLASSES),
+    params:
+        classes=CLASSES,
+        near_duplicate_bits=config["images"]["near_duplicate_bits"],
+        min_images=config["images"]["min_images"],
+    log:
+        f"{R}/logs/manifests.log",
+    benchmark:
+        f"{R}/benchmarks/manifests.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    conda:
+        "../../envs/rlseg.yaml"
+    script:
+        "../../scripts/manifests.py"
 
 
 rule eval_set:

@@ -1,0 +1,214 @@
+"""Web image collection with icrawler: every file checked in memory, stored under its content hash, recorded.
+
+icrawler's own downloader opens images with PIL and catches only ``OSError``, so a decompression bomb or another
+decoder error kills its thread. :class:`CheckedDownloader` replaces its ``download``: it retries network errors
+with exponential backoff (counted), decodes each response with :func:`rlseg.imageio.load_image`, and turns
+every failure into a counted, recorded rejection. Files are named by their SHA-1, never by the URL.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+
+from icrawler import ImageDownloader
+from PIL import Image
+
+from rlseg.imageio import BadImageError, load_image
+from rlseg.ingest import WEB_COLUMNS, dhash
+
+log = logging.getLogger(__name__)
+
+SEARCH_WORDS = {
+    "aeroplane": "airplane",
+    "tvmonitor": "tv monitor",
+    "pottedplant": "potted plant",
+    "diningtable": "dining table",
+    "motorbike": "motorbike",
+}
+ENGINE_HOSTS = {"bing": "www.bing.com", "baidu": "image.baidu.com", "flickr": "api.flickr.com",
+                "google": "www.google.com"}
+FORMAT_EXT = {"JPEG": "jpg", "PNG": "png", "GIF": "gif", "BMP": "bmp", "WEBP": "webp", "TIFF": "tif", "MPO": "jpg"}
+
+__all__ = ["CheckedDownloader", "NetworkUnavailable", "crawl_class", "crawl_urls", "default_queries"]
+
+
+class NetworkUnavailable(RuntimeError):
+    """The search engine cannot be reached."""
+
+
+def default_queries(cls: str) -> list[str]:
+    """Search words for a class name (VOC names made searchable: aeroplane -> airplane)."""
+    return [SEARCH_WORDS.get(cls, cls.replace("_", " "))]
+
+
+class CheckedDownloader(ImageDownloader):
+    """icrawler downloader that checks each image before writing it and records every outcome.
+
+    Configure through class attributes set by :func:`_downloader_for` (icrawler instantiates the class itself).
+    """
+
+    records: list[dict]
+    counters: dict[str, int]
+    max_pixels: int = 50_000_000
+    min_side: int = 64
+    engine: str = ""
+    query: str = ""
+    backoff: float = 0.5
+    retries: int = 3
+    timeout: float = 10.0
+    _record_lock = threading.Lock()
+
+    def _record(self, row: dict, counter: str) -> None:
+        with self._record_lock:
+            self.records.append(row)
+            self.counters[counter] = self.counters.get(counter, 0) + 1
+
+    def download(self, task, default_ext, timeout=5, max_retry=3, overwrite=False, **kwargs):  # noqa: D417
+        """Fetch ``task['file_url']`` with retries, check it, write it as ``<sha1>.<ext>``.
+
+        The retries and the timeout are the class's (``web.retries``, ``web.timeout``), whatever icrawler passes.
+        """
+        url = task["file_url"]
+        max_retry, timeout = self.retries + 1, self.timeout
+        task["success"] = False
+        task["filename"] = None
+        base = {"path": "", "sha1": "", "width": "", "height": "", "status": "skipped", "reason": "", "url": url,
+                "engine": self.engine, "query": self.query, "dhash": ""}
+        response = None
+        for attempt in range(max(1, max_retry)):
+            if self.signal.get("reach_max_num"):
+                return False
+            try:
+                response = self.session.get(url, timeout=timeout)
+                break
+            except Exception as err:  # noqa: BLE001 - requests raises many network error types
+                with self._record_lock:
+                    self.counters["network_errors"] = self.counters.get("network_errors", 0) + 1
+                last = f"{type(err).__name__}: {err}"
+                if attempt + 1 < max_retry:
+                    time.sleep(self.backoff * 2**attempt)
+        if response is None:
+            self._record({**base, "reason": f"network error after {max_retry} tries ({last[:200]})"}, "failed")
+            return False
+        if response.status_code != 200:
+            self._record({**base, "reason": f"HTTP {response.status_code}"}, "failed")
+            return False
+        data = response.content
+        try:
+            img = load_image(url, max_pixels=self.max_pixels, min_side=self.min_side, data=data)
+            with Image.open(io.BytesIO(data)) as raw:
+                ext = FORMAT_EXT.get(raw.format or "", "jpg")
+        except BadImageError as err:
+            self._record({**base, "reason": err.reason}, "rejected")
+            return False
+        digest = hashlib.sha1(data).hexdigest()
+        filename = f"{digest}.{ext}"
+        with self.lock:
+            if self.reach_max_num():
+                self.signal.set(reach_max_num=True)
+                return False
+            self.fetched_num += 1
+        if not self.storage.exists(filename):
+            self.storage.write(filename, data)
+        row = {**base, "path": str(Path(self.storage.root_dir) / filename), "sha1": digest, "width": img.size[0],
+               "height": img.size[1], "status": "used", "dhash": f"{dhash(img):016x}"}
+        self._record(row, "downloaded")
+        task["success"] = True
+        task["filename"] = filename
+        return True
+
+
+def _downloader_for(records: list[dict], counters: dict[str, int], images: dict, engine: str, query: str,
+                    backoff: float, retries: int, timeout: float) -> type[CheckedDownloader]:
+    return type("BoundCheckedDownloader", (CheckedDownloader,), {
+        "records": records, "counters": counters, "max_pixels": images.get("max_pixels", 50_000_000),
+        "min_side": images.get("min_side", 64), "engine": engine, "query": query, "backoff": backoff,
+        "retries": retries, "timeout": timeout,
+    })
+
+
+def check_network(host: str, timeout: float = 3.0) -> None:
+    """Raise :class:`NetworkUnavailable` within ``timeout`` seconds if ``host`` cannot be reached on port 443."""
+    try:
+        with socket.create_connection((host, 443), timeout=timeout):
+            return
+    except OSError as err:
+        raise NetworkUnavailable(
+            f"no network: cannot reach {host} ({err}). The web source needs internet; to use images you already "
+            "have, set images: {source: folder, root: <root>} with one folder of images per class "
+            "(<root>/<class>/*.jpg)."
+        ) from None
+
+
+def _finish(records: list[dict], counters: dict[str, int], folder: Path) -> list[dict]:
+    seen: dict[str, str] = {}
+    for r in records:  # two URLs with the same bytes: keep the first
+        if r["status"] == "used":
+            if r["sha1"] in seen:
+                r.update(status="skipped", reason=f"duplicate of {seen[r['sha1']]}")
+            else:
+                seen[r["sha1"]] = r["url"]
+    log.info("crawl into %s: %s", folder, ", ".join(f"{k} {v}" for k, v in sorted(counters.items())) or "nothing")
+    return records
+
+
+def crawl_urls(urls: list[str], folder: str | os.PathLike, images: dict | None = None, threads: int = 2,
+               retries: int = 3, timeout: float = 5, backoff: float = 0.2) -> list[dict]:
+    """Download a list of image URLs through icrawler's ``UrlListCrawler`` with :class:`CheckedDownloader`."""
+    from icrawler.builtin import UrlListCrawler
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    records: list[dict] = []
+    counters: dict[str, int] = {}
+    url_file = folder.parent / f".{folder.name}.urls.txt"
+    url_file.write_text("".join(u + "\n" for u in urls))
+    try:
+        crawler = UrlListCrawler(
+            downloader_cls=_downloader_for(records, counters, images or {}, "urls", "", backoff, retries, timeout),
+            downloader_threads=threads, storage={"root_dir": str(folder)}, log_level=logging.CRITICAL,
+        )
+        crawler.crawl(str(url_file), max_num=0)
+    finally:
+        url_file.unlink(missing_ok=True)
+    return _finish(records, counters, folder)
+
+
+def crawl_class(cls: str, web: dict, images: dict, folder: str | os.PathLike) -> list[dict]:
+    """Search the configured engine for each of the class's queries; returns manifest rows (WEB_COLUMNS + dhash).
+
+    Raises:
+        NetworkUnavailable: within seconds when the engine cannot be reached.
+    """
+    from icrawler.builtin import BaiduImageCrawler, BingImageCrawler, FlickrImageCrawler, GoogleImageCrawler
+
+    engine = web["engine"]
+    check_network(ENGINE_HOSTS[engine])
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    queries = web.get("queries", {}).get(cls) or default_queries(cls)
+    records: list[dict] = []
+    counters: dict[str, int] = {}
+    per_query = max(1, web["max_images"] // len(queries))
+    for q in queries:
+        dl = _downloader_for(records, counters, images, engine, q, 0.5, web.get("retries", 3), web.get("timeout", 10))
+        common = {"downloader_cls": dl, "downloader_threads": web.get("threads", 4),
+                  "storage": {"root_dir": str(folder)}, "log_level": logging.WARNING}
+        if engine == "flickr":
+            key = os.environ.get("FLICKR_API_KEY")
+            if not key:
+                raise RuntimeError("web.engine flickr needs an API key in the environment variable FLICKR_API_KEY")
+            crawler = FlickrImageCrawler(key, **common)
+            crawler.crawl(max_num=per_query, text=q)
+        else:
+            crawler_cls = {"bing": BingImageCrawler, "baidu": BaiduImageCrawler, "google": GoogleImageCrawler}[engine]
+            crawler_cls(**common).crawl(keyword=q, max_num=per_query)
+    rows = _finish(records, counters, folder)
+    return [{k: r.get(k, "") for k in [*WEB_COLUMNS, "dhash"]} for r in rows]

@@ -1,0 +1,118 @@
+"""Web collection: icrawler's real downloader against an HTTP server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from fixtures import bomb_png, cmyk_jpeg, corrupt_jpeg, good_jpeg, good_png, grey_jpeg, html_page, rgba_png, tiny
+
+from rlseg.crawl import NetworkUnavailable, crawl_class, crawl_urls, default_queries
+
+ROUTES = {
+    "/good.jpg": (200, good_jpeg(0), 0),
+    "/good.png": (200, good_png(1), 0),
+    "/corrupt.jpg": (200, corrupt_jpeg(), 0),
+    "/page.jpg": (200, html_page(), 0),
+    "/tiny.png": (200, tiny(), 0),
+    "/alpha.png": (200, rgba_png(), 0),
+    "/grey.jpg": (200, grey_jpeg(), 0),
+    "/cmyk.jpg": (200, cmyk_jpeg(), 0),
+    "/copy-of-good.jpg": (200, good_jpeg(0), 0),
+    "/bomb.png": (200, bomb_png(), 0),
+    "/missing.jpg": (404, b"not found", 0),
+    "/slow.jpg": (200, good_jpeg(5), 3.0),
+}
+EXPECTED = {
+    "/good.jpg": ("used", ""),
+    "/good.png": ("used", ""),
+    "/corrupt.jpg": ("skipped", "corrupt or truncated"),
+    "/page.jpg": ("skipped", "not an image"),
+    "/tiny.png": ("skipped", "too small"),
+    "/alpha.png": ("used", ""),
+    "/grey.jpg": ("used", ""),
+    "/cmyk.jpg": ("used", ""),
+    "/copy-of-good.jpg": ("skipped", "duplicate of"),
+    "/bomb.png": ("skipped", "too many pixels"),
+    "/missing.jpg": ("skipped", "HTTP 404"),
+    "/slow.jpg": ("skipped", "network error"),
+}
+
+
+class Handler(BaseHTTPRequestHandler):
+    hits: dict[str, int] = {}
+
+    def do_GET(self):  # noqa: N802 - http.server's name
+        status, body, delay = ROUTES.get(self.path, (404, b"", 0))
+        Handler.hits[self.path] = Handler.hits.get(self.path, 0) + 1
+        if delay:
+            time.sleep(delay)
+        try:
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture()
+def server():
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.daemon_threads = True
+    t = threading.Thread(target=httpd.serve_forever, daemon=True)
+    t.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_downloader_checks_every_file(server, tmp_path):
+    urls = [server + p for p in ROUTES]
+    folder = tmp_path / "web" / "horse"
+    rows = crawl_urls(urls, folder, images={"min_side": 32, "max_pixels": 50_000_000}, threads=1, retries=1,
+                      timeout=1.0, backoff=0.01)
+    by_path = {r["url"][len(server):]: r for r in rows}
+    assert set(by_path) == set(ROUTES)
+    for path, (status, reason) in EXPECTED.items():
+        row = by_path[path]
+        assert row["status"] == status, (path, row)
+        assert reason in row["reason"], (path, row)
+    used = [r for r in rows if r["status"] == "used"]
+    for r in used:  # named by content hash, never by the URL
+        name = r["path"].rsplit("/", 1)[-1]
+        assert name.split(".")[0] == r["sha1"] and len(r["sha1"]) == 40
+        assert r["engine"] == "urls" and int(r["width"]) > 0
+    assert {p.name for p in folder.iterdir()} == {r["path"].rsplit("/", 1)[-1] for r in used if "duplicate" not in
+                                                  r["reason"]}
+    # nothing written outside the class folder
+    assert sorted(p.relative_to(tmp_path).parts[:2] for p in tmp_path.rglob("*") if p.is_file()) == [
+        ("web", "horse")] * len(list(folder.iterdir()))
+    assert Handler.hits["/slow.jpg"] == 2  # retried once, then counted as a network error
+
+
+def test_default_queries_make_voc_names_searchable():
+    assert default_queries("aeroplane") == ["airplane"]
+    assert default_queries("tvmonitor") == ["tv monitor"]
+    assert default_queries("pottedplant") == ["potted plant"]
+    assert default_queries("diningtable") == ["dining table"]
+    assert default_queries("horse") == ["horse"]
+
+
+@pytest.mark.parametrize("engine", ["bing", "baidu", "flickr", "google"])
+def test_offline_crawl_fails_fast_with_the_network_message(engine, tmp_path, monkeypatch):
+    import socket
+
+    def no_network(*args, **kwargs):
+        raise OSError("Name or service not known")
+
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    t0 = time.time()
+    with pytest.raises(NetworkUnavailable, match=r"no network.*source: folder"):
+        crawl_class("horse", {"engine": engine, "max_images": 10, "queries": {}}, {}, tmp_path / "horse")
+    assert time.time() - t0 < 5
