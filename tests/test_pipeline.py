@@ -122,3 +122,38 @@ def test_lint_is_clean():
     proc = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--lint",
                            "--configfile", str(REPO / "config.yaml")], capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_empty_class_folder_stops_before_any_job(tmp_path):
+    (tmp_path / "imgs" / "disc").mkdir(parents=True)
+    (tmp_path / "imgs" / "box").mkdir()
+    (tmp_path / "imgs" / "box" / "a.jpg").write_bytes(b"x")
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text(yaml.safe_dump({"images": {"source": "folder", "root": str(tmp_path / "imgs")}}))
+    proc = snakemake(tmp_path, "-n", configs=(REPO / "config.yaml", SMOKE, cfg), check=False)
+    assert proc.returncode != 0 and f"{tmp_path / 'imgs' / 'disc'} has no .jpg" in proc.stdout + proc.stderr
+
+
+def test_too_few_images_stops_naming_the_class_and_counts(tmp_path):
+    from rlseg.ingest import TooFewImagesError, finalize_manifests
+
+    rows = [{"path": f"{i}.jpg", "status": "used" if i < 3 else "skipped", "reason": "", "dhash": f"{i:016x}"}
+            for i in range(5)]
+    with pytest.raises(TooFewImagesError, match=r"class 'horse': 3 usable of 5 \(2 skipped\).*min_images = 4"):
+        finalize_manifests({"horse": rows}, near_duplicate_bits=-1, min_images=4)
+
+
+def test_near_duplicates_under_two_classes_are_dropped_from_both():
+    from rlseg.ingest import finalize_manifests
+
+    a = [{"path": "a1.jpg", "status": "used", "reason": "", "dhash": "ffff0000ffff0000"},
+         {"path": "a2.jpg", "status": "used", "reason": "", "dhash": "ffff0000ffff0001"},
+         {"path": "a3.jpg", "status": "used", "reason": "", "dhash": "0123456789abcdef"}]
+    b = [{"path": "b1.jpg", "status": "used", "reason": "", "dhash": "0123456789abcdee"},
+         {"path": "b2.jpg", "status": "used", "reason": "", "dhash": "00000000ffffffff"}]
+    out = finalize_manifests({"cat": a, "dog": b}, near_duplicate_bits=2)
+    st = {r["path"]: (r["status"], r["reason"]) for rows in out.values() for r in rows}
+    assert st["a1.jpg"][0] == "used" and st["a2.jpg"] == ("skipped", "near-duplicate of a1.jpg")
+    assert st["a3.jpg"][0] == "skipped" and "under class dog" in st["a3.jpg"][1]
+    assert st["b1.jpg"][0] == "skipped" and "under class cat" in st["b1.jpg"][1]
+    assert st["b2.jpg"][0] == "used"
