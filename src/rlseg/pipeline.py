@@ -45,7 +45,8 @@ def logged(log_path: str | os.PathLike | None, what: str):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", handlers=handlers,
                         force=True)
     t0 = time.time()
-    log.info("%s: started", what)
+    job = os.environ.get("SLURM_JOB_ID")
+    log.info("%s: started%s", what, f" (SLURM job {job})" if job else "")
     try:
         yield log
     except Exception as err:
