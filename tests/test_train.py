@@ -66,12 +66,18 @@ def test_resume_ends_with_identical_weights(tmp_path):
         assert torch.equal(a, b), k
 
 
-def test_checkpoint_from_another_configuration_is_refused(tmp_path):
+def _one_epoch(path, run_config):
+    """A model trained one normal epoch, checkpointed at ``path``; returns what a further fit needs."""
     cfg = SingleClassConfig(**TINY)
     model = build_unet(cfg.arch, pretrained=False)
     images, _ = tiny_data()
     plans = stage_plans(cfg, "normal")
-    fit(model, images, plans[:1], cfg, tmp_path / "c.pt", {"lr": 0.001}, device=torch.device("cpu"))
+    fit(model, images, plans[:1], cfg, path, run_config, device=torch.device("cpu"))
+    return cfg, model, images, plans
+
+
+def test_checkpoint_from_another_configuration_is_refused(tmp_path):
+    cfg, model, images, plans = _one_epoch(tmp_path / "c.pt", {"lr": 0.001})
     with pytest.raises(CheckpointMismatch, match=r"lr: 0.001 -> 0.01"):
         fit(model, images, plans, cfg, tmp_path / "c.pt", {"lr": 0.01}, device=torch.device("cpu"))
 
@@ -88,11 +94,7 @@ def test_weights_need_the_same_architecture(tmp_path):
 
 
 def test_non_finite_loss_stops_with_terms_and_keeps_last_checkpoint(tmp_path):
-    cfg = SingleClassConfig(**TINY)
-    model = build_unet(cfg.arch, pretrained=False)
-    images, _ = tiny_data()
-    plans = stage_plans(cfg, "normal")
-    fit(model, images, plans[:1], cfg, tmp_path / "n.pt", {"k": 1}, device=torch.device("cpu"))
+    cfg, model, images, plans = _one_epoch(tmp_path / "n.pt", {"k": 1})
     saved = torch.load(tmp_path / "n.pt", weights_only=True)
     bad_plans = copy.deepcopy(plans)
     bad_plans[1].weights.reg = float("nan")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import random
 from pathlib import Path
@@ -19,8 +20,8 @@ import torch
 
 from rlseg.io import save_torch
 
-__all__ = ["CheckpointMismatch", "config_digest", "load_checkpoint", "load_weights", "rng_state", "save_checkpoint",
-           "save_weights", "set_rng_state"]
+__all__ = ["CheckpointMismatch", "config_digest", "load_checkpoint", "load_weights", "resume", "rng_state",
+           "save_checkpoint", "save_weights", "set_rng_state"]
 
 
 class CheckpointMismatch(RuntimeError):
@@ -94,6 +95,24 @@ def load_checkpoint(path: str | os.PathLike, config: dict) -> dict | None:
             "delete it to start this run over"
         )
     return ckpt
+
+
+def resume(path: str | os.PathLike, config: dict, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+           scheduler: Any) -> tuple[int, list[dict]]:
+    """Restore model, optimizer, scheduler and RNG states from the checkpoint at ``path`` if there is one.
+
+    Returns:
+        (the first epoch still to run, the rows logged so far); (0, []) without a checkpoint.
+    """
+    ckpt = load_checkpoint(path, config)
+    if ckpt is None:
+        return 0, []
+    model.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    scheduler.load_state_dict(ckpt["scheduler"])
+    set_rng_state(ckpt["rng"])
+    logging.getLogger("rlseg").info("resumed %s at epoch %d", path, ckpt["epoch"] + 1)
+    return ckpt["epoch"] + 1, list(ckpt["extra"].get("rows", []))
 
 
 def save_weights(path: str | os.PathLike, model: torch.nn.Module, meta: dict | None = None) -> None:

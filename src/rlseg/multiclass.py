@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageFilter
 from tqdm import tqdm
 
-from rlseg.checkpoint import load_checkpoint, save_checkpoint, save_weights, set_rng_state
+from rlseg.checkpoint import resume, save_checkpoint, save_weights
 from rlseg.data import to_float
 from rlseg.imageio import load_image, load_mask
 from rlseg.models import MultiClassNet, build_multiclass
@@ -111,17 +111,7 @@ def train_multiclass(
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: (1 - step / max(total_steps, 1)) ** cfg.poly_power)
     run_config = {"multiclass": asdict(cfg), "num_classes": num_classes, "pairs": [str(p[1]) for p in pairs]}
-    rows: list[dict] = []
-    start = 0
-    ckpt = load_checkpoint(checkpoint, run_config)
-    if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        sched.load_state_dict(ckpt["scheduler"])
-        set_rng_state(ckpt["rng"])
-        start = ckpt["epoch"] + 1
-        rows = list(ckpt["extra"].get("rows", []))
-        log.info("resumed %s at epoch %d", checkpoint, start)
+    start, rows = resume(checkpoint, run_config, model, opt, sched)
     amp = dev.type == "cuda"
     for epoch in range(start, cfg.epochs):
         t0 = time.time()

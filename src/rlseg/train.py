@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from rlseg.checkpoint import load_checkpoint, load_weights, save_checkpoint, save_weights, set_rng_state
+from rlseg.checkpoint import load_weights, resume, save_checkpoint, save_weights
 from rlseg.data import to_float
 from rlseg.losses import LossWeights, RegularizedLoss, anneal_sigmas, gt_loss
 from rlseg.metrics import ConfusionMatrix, f_measure, jaccard
@@ -164,17 +164,7 @@ def fit(
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=cfg.lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)  # fixed lr, as in the paper
-    rows: list[dict] = []
-    start = 0
-    ckpt = load_checkpoint(checkpoint, run_config)
-    if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        set_rng_state(ckpt["rng"])
-        start = ckpt["epoch"] + 1
-        rows = list(ckpt["extra"].get("rows", []))
-        log.info("resumed %s at epoch %d", checkpoint, start)
+    start, rows = resume(checkpoint, run_config, model, optimizer, scheduler)
     if cfg.supervision == "gt" and masks is None:
         raise ValueError("supervision 'gt' needs true masks")
     amp = device.type == "cuda"
