@@ -35,6 +35,13 @@ def corrupt_jpeg() -> bytes:
     return bytes(data[: len(data) // 2])  # truncated mid-scan
 
 
+def garbled_jpeg() -> bytes:
+    """A JPEG's first bytes followed by noise."""
+    data = good_jpeg(2)
+    noise = np.random.default_rng(0).integers(0, 256, len(data) - 400, dtype=np.uint8).tobytes()
+    return data[:300] + noise
+
+
 def html_page() -> bytes:
     return b"<!doctype html><html><body>Not an image</body></html>"
 
@@ -93,6 +100,7 @@ def bomb_png(side: int = 30000) -> bytes:
 BAD = {
     "zero.jpg": (b"", "empty file"),
     "truncated.jpg": (corrupt_jpeg(), "corrupt or truncated"),
+    "garbled.jpg": (garbled_jpeg(), "not an image"),
     "page.jpg": (html_page(), "not an image"),
     "tiny.png": (tiny(), "too small"),
     "bomb.png": (bomb_png(), "too many pixels"),

@@ -179,4 +179,4 @@ def test_smoke_pipeline_on_a_folder_with_bad_images(tmp_path):
     assert all(manifest[name]["status"] == "used" for name in GOOD)
     assert (work / "results" / "voc_miou.txt").is_file()
     log = (work / "results" / "logs" / "manifests.log").read_text()
-    assert "class disc: skipped 6 of" in log, proc.stdout[-2000:]
+    assert "class disc: skipped 7 of" in log, proc.stdout[-2000:]

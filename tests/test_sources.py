@@ -61,10 +61,28 @@ def test_folder_images_with_voc_dir_evaluation(tmp_path):
     cfg.write_text(yaml.safe_dump({
         "images": {"source": "folder", "root": str(folder)},
         "eval": {"source": "voc_dir", "root": str(world / "eval")},
+        # every class starts from a base model, as the paper's VOC runs start from Oxford-IIIT Pet
+        "single_class": {"init": "base"},
+        "base_model": {"source": "folder", "root": str(world / "negatives")},
     }))
+    (world / "negatives").mkdir(exist_ok=True)
+    for p in sorted((world / "eval" / "JPEGImages").iterdir()):
+        shutil.copy(p, world / "negatives" / p.name)
     work = tmp_path / "work"
     snakemake(work, configs=(REPO / "config.yaml", SMOKE, cfg))
     r = work / "results"
     assert 0 <= float((r / "voc_miou.txt").read_text()) <= 100
     assert not (r / "upper_bound_miou.txt").exists()  # a user's folder has no true masks
     assert len(rows(r / "predictions" / "pseudo_gt" / "pairs.csv")) == 5
+    assert [h["stage"] for h in rows(r / "base_model" / "history.csv")] == ["anneal", "normal"]
+    assert [h["stage"] for h in rows(r / "single_class" / "disc" / "history.csv")] == ["normal", "negative"]
+
+
+def test_voc2012_uses_an_existing_devkit(tmp_path):
+    from rlseg.pipeline import resolve_eval_set
+
+    make_voc(tmp_path / "voc", {"cat": 8, "dog": 12}, per_class=1, val=3)
+    resolve_eval_set({"source": "voc2012", "root": str(tmp_path / "voc"), "split": "val"}, str(tmp_path),
+                     str(tmp_path / "index.csv"))
+    index = rows(tmp_path / "index.csv")
+    assert len(index) == 3 and all("VOCdevkit/VOC2012/SegmentationClass" in x["mask"] for x in index)

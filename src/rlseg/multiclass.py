@@ -113,7 +113,8 @@ def train_multiclass(
     run_config = {"multiclass": asdict(cfg), "num_classes": num_classes, "pairs": [str(p[1]) for p in pairs]}
     start, rows = resume(checkpoint, run_config, model, opt, sched)
     amp = dev.type == "cuda"
-    for epoch in range(start, cfg.epochs):
+    for epoch in tqdm(range(start, cfg.epochs), desc="epochs", initial=start, total=cfg.epochs, mininterval=10,
+                      leave=False):
         t0 = time.time()
         rng = random.Random(cfg.seed * 1_000_003 + epoch)  # data order a pure function of (seed, epoch)
         order = list(range(len(samples)))

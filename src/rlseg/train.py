@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
 from rlseg.checkpoint import load_weights, resume, save_checkpoint, save_weights
 from rlseg.data import to_float
@@ -169,7 +170,8 @@ def fit(
         raise ValueError("supervision 'gt' needs true masks")
     amp = device.type == "cuda"
     n_pos = images.shape[0]
-    for epoch in range(start, len(plans)):
+    for epoch in tqdm(range(start, len(plans)), desc="epochs", initial=start, total=len(plans), mininterval=10,
+                      leave=False):
         plan = plans[epoch]
         t0 = time.time()
         loss_fn = cfg.loss(plan.weights)
