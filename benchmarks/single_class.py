@@ -55,10 +55,13 @@ def score(model_path: str, images: torch.Tensor, masks: torch.Tensor) -> dict:
             "f_measure_per_image": per_image_f_measure(list(masks.numpy()), list(pred.numpy()))}
 
 
-def run(name: str, kind: str, data: Path, out: Path, cfg: SingleClassConfig, init: str | None, device: str) -> dict:
+def run(name: str, kind: str, data: Path, out: Path, cfg: SingleClassConfig, init: str | None, device: str,
+        only: list[str] | None = None) -> dict | None:
     cache = out / f"{name}_{kind}.json"
     if cache.is_file():
         return json.loads(cache.read_text())
+    if only is not None and f"{name}:{kind}" not in only:
+        return None
     tr_i, tr_m, te_i, te_m = split(data / name, name)
     res = cfg.resolutions[0]
     train_images, train_masks = load_images(tr_i, res, desc=name), load_binary_masks(tr_m, res)
@@ -80,11 +83,15 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--encoder", default="tu-tf_efficientnet_lite0")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--decoder-channels", type=int, nargs=5, default=[128, 64, 32, 16, 16],
+                    help="light decoder widths; the reference's UMobV2 uses 512 256 128 64 64")
+    ap.add_argument("--only", nargs="*", default=None, help="run only these, e.g. ecssd:gt ecssd:reg_anneal")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
-    base = {"encoder": args.encoder, "resolutions": [128], "anneal_epochs": 15, "normal_epochs": 50}
+    base = {"encoder": args.encoder, "resolutions": [128], "anneal_epochs": 15, "normal_epochs": 50,
+            "decoder_channels": list(args.decoder_channels)}
     reg = SingleClassConfig(**base)
     gt = SingleClassConfig(**base, supervision="gt")
     rows = []
@@ -92,14 +99,15 @@ def main() -> None:
     if not names:
         raise SystemExit(f"no shared data under {args.data}")
     for n in names:
-        rows.append(run(n, "reg_anneal", args.data, args.out, reg, None, args.device))
+        rows.append(run(n, "reg_anneal", args.data, args.out, reg, None, args.device, args.only))
     for n in names:
-        rows.append(run(n, "gt", args.data, args.out, gt, None, args.device))
+        rows.append(run(n, "gt", args.data, args.out, gt, None, args.device, args.only))
     for n in names:
-        others = [r for r in rows if r["run"] == "reg_anneal" and r["data"] != n]
+        others = [r for r in rows if r and r["run"] == "reg_anneal" and r["data"] != n]
         if others:
             rows.append(run(n, f"reg_transfer_from_{others[0]['data']}", args.data, args.out, reg,
-                            others[0]["model"], args.device))
+                            others[0]["model"], args.device, args.only))
+    rows = [r for r in rows if r]
     print("\n| data | run | F-measure (test) | F per image | Jaccard | wall s |\n|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['data']} | {r['run']} | {r['f_measure']:.4f} | {r['f_measure_per_image']:.4f} | "
