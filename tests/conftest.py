@@ -19,17 +19,18 @@ def repo() -> Path:
     return REPO
 
 
+def _shared(name: str) -> Path:
+    d = SHARED / name
+    if not (d / "images").is_dir():
+        pytest.skip(f"shared data set {name} not found at {d}")
+    return d
+
+
 @pytest.fixture(scope="session")
 def horse_dir() -> Path:
-    d = SHARED / "weizmann_horse"
-    if not (d / "images").is_dir():
-        pytest.skip(f"shared Weizmann Horse data not found at {d}")
-    return d
+    return _shared("weizmann_horse")
 
 
 @pytest.fixture(scope="session")
 def ecssd_dir() -> Path:
-    d = SHARED / "ecssd"
-    if not (d / "images").is_dir():
-        pytest.skip(f"shared ECSSD data not found at {d}")
-    return d
+    return _shared("ecssd")

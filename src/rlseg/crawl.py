@@ -13,6 +13,7 @@ import io
 import logging
 import os
 import socket
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -168,8 +169,9 @@ def crawl_urls(urls: list[str], folder: str | os.PathLike, images: dict | None =
     folder.mkdir(parents=True, exist_ok=True)
     records: list[dict] = []
     counters: dict[str, int] = {}
-    url_file = folder.parent / f".{folder.name}.urls.txt"
-    url_file.write_text("".join(u + "\n" for u in urls))
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as fh:  # never inside the data folders
+        fh.write("".join(u + "\n" for u in urls))
+    url_file = Path(fh.name)
     try:
         crawler = UrlListCrawler(
             downloader_cls=_downloader_for(records, counters, images or {}, "urls", "", backoff, retries, timeout),

@@ -12,15 +12,19 @@ from tqdm import tqdm
 
 from rlseg.imageio import load_image, load_mask
 
-__all__ = ["load_binary_masks", "load_images", "load_label_masks", "to_float"]
+__all__ = ["load_binary_masks", "load_images", "load_label_masks", "resized_tensor", "to_float"]
+
+
+def resized_tensor(img: Image.Image, size: int) -> torch.Tensor:
+    """An RGB image resized (bilinear, to size x size as the reference does) -> uint8 tensor [3, size, size]."""
+    return torch.from_numpy(np.asarray(img.resize((size, size), Image.BILINEAR)).copy()).permute(2, 0, 1)
 
 
 def load_images(paths: Sequence[str | os.PathLike], size: int, desc: str = "decode") -> torch.Tensor:
-    """Decode and resize (bilinear, to size x size as the reference does) -> uint8 tensor [N, 3, size, size]."""
+    """Decode and resize each image -> uint8 tensor [N, 3, size, size]."""
     out = torch.empty((len(paths), 3, size, size), dtype=torch.uint8)
     for i, p in enumerate(tqdm(paths, desc=f"{desc} @{size}px", leave=False, mininterval=5)):
-        img = load_image(p).resize((size, size), Image.BILINEAR)
-        out[i] = torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1)
+        out[i] = resized_tensor(load_image(p), size)
     return out
 
 

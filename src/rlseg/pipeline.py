@@ -16,7 +16,7 @@ import torch
 from tqdm import tqdm
 
 from rlseg.checkpoint import load_weights
-from rlseg.data import load_images, load_label_masks
+from rlseg.data import load_images, load_label_masks, resized_tensor
 from rlseg.imageio import load_image
 from rlseg.ingest import check_files, finalize_manifests, folder_images, read_manifest, used_paths, write_manifest
 from rlseg.io import atomic_path, save_png, write_csv
@@ -168,9 +168,10 @@ def make_pseudo_gt(model_path: str, manifest: str, class_id: int, out_pairs: str
     rows = []
     for i in tqdm(range(0, len(paths), batch_size), desc="pseudo-gt", mininterval=5):
         chunk = paths[i : i + batch_size]
-        probs = predict(model, load_images(chunk, res, desc="pseudo-gt"), device=dev)
-        for p, prob in zip(chunk, probs, strict=True):
-            w, h = load_image(p).size  # after EXIF orientation, as every reader here sees it
+        images = [load_image(p) for p in chunk]  # decoded once: resized for the CNN, sized for the label
+        probs = predict(model, torch.stack([resized_tensor(im, res) for im in images]), device=dev)
+        for p, im, prob in zip(chunk, images, probs, strict=True):
+            w, h = im.size
             full = torch.nn.functional.interpolate(prob[None, None], size=(h, w), mode="bilinear", align_corners=False)
             label = np.where(full[0, 0].numpy() > 0.5, class_id, 0).astype(np.uint8)
             out = outdir / f"{Path(p).stem}.png"
