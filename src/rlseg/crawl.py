@@ -213,4 +213,4 @@ def crawl_class(cls: str, web: dict, images: dict, folder: str | os.PathLike) ->
             crawler_cls = {"bing": BingImageCrawler, "baidu": BaiduImageCrawler, "google": GoogleImageCrawler}[engine]
             crawler_cls(**common).crawl(keyword=q, max_num=per_query)
     rows = _finish(records, counters, folder)
-    return [{k: r.get(k, "") for k in [*WEB_COLUMNS, "dhash"]} for r in rows]
+    return [{k: r.get(k, "") for k in WEB_COLUMNS} for r in rows]

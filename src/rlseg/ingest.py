@@ -43,14 +43,6 @@ class TooFewImagesError(RuntimeError):
     """A class ended with fewer usable images than ``min_images``."""
 
 
-def sha1_of(path: str | os.PathLike) -> str:
-    h = hashlib.sha1()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def dhash(img: Image.Image, size: int = 8) -> int:
     """Difference hash (64 bits): near-duplicate images differ in few bits."""
     g = np.asarray(img.convert("L").resize((size + 1, size), Image.BILINEAR), dtype=np.int16)
@@ -101,8 +93,12 @@ def check_files(
         try:
             if root is not None and path.is_symlink() and _outside(path, Path(root)):
                 raise BadImageError(path, f"symlink pointing outside the data folder ({os.readlink(path)})")
-            img = load_image(path, max_pixels=max_pixels, min_side=min_side)
-            digest = sha1_of(path)
+            try:
+                data = path.read_bytes()  # read once: decoded and hashed from memory
+            except OSError as err:
+                raise BadImageError(path, f"unreadable ({err.strerror or err})") from None
+            img = load_image(path, max_pixels=max_pixels, min_side=min_side, data=data)
+            digest = hashlib.sha1(data).hexdigest()
             row.update(sha1=digest, width=img.size[0], height=img.size[1], dhash=f"{dhash(img):016x}")
             if digest in seen_sha:
                 raise BadImageError(path, f"duplicate of {seen_sha[digest]}")
