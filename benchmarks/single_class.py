@@ -14,12 +14,15 @@ per-epoch checkpoint.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import logging
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image
 
 from rlseg.checkpoint import load_weights
 from rlseg.data import load_binary_masks, load_images
@@ -44,6 +47,55 @@ def split(root: Path, name: str) -> tuple[list[Path], list[Path], list[Path], li
     return [i for i, _ in train], [m for _, m in train], [i for i, _ in test], [m for _, m in test]
 
 
+def _pack(images: torch.Tensor) -> dict[str, np.ndarray]:
+    # Lossless WebP: a third of the raw size, so the cache of both data sets travels to a lent GPU machine.
+    blobs = []
+    for img in images.permute(0, 2, 3, 1).numpy():
+        buf = io.BytesIO()
+        Image.fromarray(img).save(buf, "WEBP", lossless=True, quality=100, method=4)
+        blobs.append(np.frombuffer(buf.getvalue(), np.uint8))
+    return {"webp": np.concatenate(blobs), "ends": np.cumsum([len(b) for b in blobs])}
+
+
+def _unpack(webp: np.ndarray, ends: np.ndarray) -> torch.Tensor:
+    starts = np.concatenate([[0], ends[:-1]])
+    arrays = [np.asarray(Image.open(io.BytesIO(webp[a:b].tobytes())).convert("RGB"))
+              for a, b in zip(starts, ends, strict=True)]
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+
+
+def tensors(data: Path, name: str, res: int, cache: Path | None) -> dict[str, torch.Tensor]:
+    """Train/test images and masks of one data set at ``res`` px, decoded once; kept in ``cache`` if given.
+
+    The cache (an .npz of lossless WebP images and packed masks) lets a machine without the shared data, such
+    as a lent GPU, run the benchmark on exactly the same tensors.
+    """
+    path = cache / f"{name}_{res}.npz" if cache else None
+    if path is not None and path.is_file():
+        with np.load(path) as z:
+            out = {}
+            for part in ("train", "test"):
+                out[f"{part}_images"] = _unpack(z[f"{part}_webp"], z[f"{part}_ends"])
+                n = len(z[f"{part}_ends"])
+                bits = np.unpackbits(z[f"{part}_masks"])[: n * res * res]
+                out[f"{part}_masks"] = torch.from_numpy(bits.reshape(n, res, res).copy())
+            return out
+    tr_i, tr_m, te_i, te_m = split(data / name, name)
+    out = {"train_images": load_images(tr_i, res, desc=name), "train_masks": load_binary_masks(tr_m, res),
+           "test_images": load_images(te_i, res, desc=f"{name} test"), "test_masks": load_binary_masks(te_m, res)}
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        arrays = {}
+        for part in ("train", "test"):
+            packed = _pack(out[f"{part}_images"])
+            arrays.update({f"{part}_webp": packed["webp"], f"{part}_ends": packed["ends"],
+                           f"{part}_masks": np.packbits(out[f"{part}_masks"].numpy().ravel())})
+        np.savez(path, **arrays)
+        if any(not torch.equal(v, tensors(data, name, res, cache)[k]) for k, v in out.items()):
+            raise RuntimeError(f"{path}: the cache does not read back the same tensors")
+    return out
+
+
 def score(model_path: str, images: torch.Tensor, masks: torch.Tensor) -> dict:
     blob = load_weights(model_path)
     model = build_unet(blob["arch"], pretrained=False)
@@ -56,20 +108,18 @@ def score(model_path: str, images: torch.Tensor, masks: torch.Tensor) -> dict:
 
 
 def run(name: str, kind: str, data: Path, out: Path, cfg: SingleClassConfig, init: str | None, device: str,
-        only: list[str] | None = None) -> dict | None:
+        only: list[str] | None = None, tensor_cache: Path | None = None) -> dict | None:
     cache = out / f"{name}_{kind}.json"
     if cache.is_file():
         return json.loads(cache.read_text())
     if only is not None and f"{name}:{kind}" not in only:
         return None
-    tr_i, tr_m, te_i, te_m = split(data / name, name)
-    res = cfg.resolutions[0]
-    train_images, train_masks = load_images(tr_i, res, desc=name), load_binary_masks(tr_m, res)
+    t = tensors(data, name, cfg.resolutions[0], tensor_cache)
     t0 = time.time()
-    result = train_single_class(cfg, lambda r: (train_images, None, train_masks), out / f"{name}_{kind}",
+    result = train_single_class(cfg, lambda r: (t["train_images"], None, t["train_masks"]), out / f"{name}_{kind}",
                                 init_weights=init, device=device)
     wall = time.time() - t0
-    scores = score(result["final"], load_images(te_i, res, desc=f"{name} test"), load_binary_masks(te_m, res))
+    scores = score(result["final"], t["test_images"], t["test_masks"])
     row = {"data": name, "run": kind, **scores, "train_f_measure": result["history"][-1].get("f_measure"),
            "wall_s": round(wall, 1), "model": result["final"], "epochs": len(result["history"])}
     write_text(cache, json.dumps(row, indent=2) + "\n")
@@ -85,28 +135,39 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--decoder-channels", type=int, nargs=5, default=[128, 64, 32, 16, 16],
                     help="light decoder widths; the reference's UMobV2 uses 512 256 128 64 64")
+    ap.add_argument("--seed", type=int, default=0, help="seed of initialisation and data order")
+    ap.add_argument("--decoder", default="light", choices=["light", "smp"])
+    ap.add_argument("--decoder-convs", type=int, default=0,
+                    help="3x3 convolutions after each skip concatenation of the light decoder")
+    ap.add_argument("--encoder-head", action="store_true",
+                    help="give the offline encoder its last 1x1 convolution (1280 channels), as UMobV2 has")
+    ap.add_argument("--tensors", type=Path, default=None,
+                    help="folder of decoded 128 px tensors (made on first use); lets the run go without --data")
     ap.add_argument("--only", nargs="*", default=None, help="run only these, e.g. ecssd:gt ecssd:reg_anneal")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     base = {"encoder": args.encoder, "resolutions": [128], "anneal_epochs": 15, "normal_epochs": 50,
-            "decoder_channels": list(args.decoder_channels)}
+            "decoder_channels": list(args.decoder_channels), "decoder": args.decoder,
+            "encoder_head": args.encoder_head, "seed": args.seed,
+            "decoder_convs": args.decoder_convs}
     reg = SingleClassConfig(**base)
     gt = SingleClassConfig(**base, supervision="gt")
     rows = []
-    names = [n for n in ("weizmann_horse", "ecssd") if (args.data / n / "images").is_dir()]
+    names = [n for n in ("weizmann_horse", "ecssd") if (args.data / n / "images").is_dir()
+             or (args.tensors and (args.tensors / f"{n}_128.npz").is_file())]
     if not names:
         raise SystemExit(f"no shared data under {args.data}")
     for n in names:
-        rows.append(run(n, "reg_anneal", args.data, args.out, reg, None, args.device, args.only))
+        rows.append(run(n, "reg_anneal", args.data, args.out, reg, None, args.device, args.only, args.tensors))
     for n in names:
-        rows.append(run(n, "gt", args.data, args.out, gt, None, args.device, args.only))
+        rows.append(run(n, "gt", args.data, args.out, gt, None, args.device, args.only, args.tensors))
     for n in names:
         others = [r for r in rows if r and r["run"] == "reg_anneal" and r["data"] != n]
         if others:
             rows.append(run(n, f"reg_transfer_from_{others[0]['data']}", args.data, args.out, reg,
-                            others[0]["model"], args.device, args.only))
+                            others[0]["model"], args.device, args.only, args.tensors))
     rows = [r for r in rows if r]
     print("\n| data | run | F-measure (test) | F per image | Jaccard | wall s |\n|---|---|---|---|---|---|")
     for r in rows:

@@ -19,9 +19,14 @@ from rlseg.models import (
 )
 
 
-@pytest.mark.parametrize("decoder", ["light", "smp"])
-def test_unet_outputs_softmax_at_input_size(decoder):
-    model = SingleClassUNet(decoder=decoder, pretrained=False)
+@pytest.mark.parametrize(
+    "arch",
+    [{"decoder": "light"}, {"decoder": "smp"}, {"decoder": "light", "decoder_convs": 2},
+     {"decoder": "light", "encoder_head": True}, {"decoder": "smp", "encoder_head": True}],
+    ids=["light", "smp", "light-convs", "light-head", "smp-head"],
+)
+def test_unet_outputs_softmax_at_input_size(arch):
+    model = build_unet(arch, pretrained=False)
     out = model(torch.rand(2, 3, 64, 96))
     assert out.shape == (2, 2, 64, 96)
     assert torch.allclose(out.sum(1), torch.ones(2, 64, 96), atol=1e-5)
@@ -31,6 +36,20 @@ def test_light_decoder_is_lighter_than_smp():
     light = sum(p.numel() for p in SingleClassUNet(decoder="light", pretrained=False).decoder.parameters())
     heavy = sum(p.numel() for p in SingleClassUNet(decoder="smp", pretrained=False).decoder.parameters())
     assert light * 2 < heavy
+
+
+def test_encoder_head_is_the_packaged_1280_channel_convolution():
+    import timm
+
+    full = load_lite0_imagenet(timm.create_model("tf_efficientnet_lite0", pretrained=False)).eval()
+    model = build_unet({"encoder_head": True}, pretrained=True).eval()
+    assert model.encoder.out_channels[-1] == 1280
+    assert torch.equal(model.encoder.head[0].weight, full.conv_head.weight)
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        ours = model.encoder(model.normalise(x))[-1]
+        theirs = full.forward_head(full.forward_features(model.normalise(x)), pre_logits=True)
+    assert torch.allclose(ours.mean((2, 3)), theirs, atol=1e-5)  # pooled, it is the ImageNet head's input
 
 
 def test_frozen_encoder_stays_in_eval_mode_and_gets_no_gradient():

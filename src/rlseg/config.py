@@ -73,6 +73,10 @@ def check_config(config: dict) -> None:
             raise ConfigError(f"single_class.resolutions: {r} is not a multiple of 32 (the U-Net downsamples 5x)")
     if sc["sigma_start"] > sc["sigma_end"]:
         raise ConfigError("single_class.sigma_start must not exceed single_class.sigma_end")
+    if sc["encoder_head"] and sc["encoder"] != "tu-tf_efficientnet_lite0":
+        raise ConfigError(f"single_class.encoder_head applies to tu-tf_efficientnet_lite0, not {sc['encoder']}")
+    if sc["decoder_convs"] and sc["decoder"] != "light":
+        raise ConfigError("single_class.decoder_convs applies to the light decoder (smp's has two per level)")
     mc = config["multiclass"]
     if mc["arch"] == "deeplabv3plus" and mc["crop"] % 16:
         raise ConfigError(f"multiclass.crop: {mc['crop']} must be a multiple of 16 for deeplabv3plus "

