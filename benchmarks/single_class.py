@@ -9,6 +9,11 @@ Resumable: a finished run is cached as JSON under --out and skipped; an interrup
 per-epoch checkpoint.
 
     python benchmarks/single_class.py [--data ../shared/data] [--out results/benchmarks/single_class]
+        [--decoder light|smp] [--decoder-channels C1 .. C5] [--decoder-convs N] [--encoder-head] [--seed S]
+        [--tensors DIR] [--only ecssd:gt ...]
+
+``--tensors DIR`` keeps the decoded 128 px tensors of both data sets in DIR (lossless WebP, ~33 MB), so a
+machine without the shared data, such as a lent GPU, can run the benchmark on exactly the same inputs.
 """
 
 from __future__ import annotations
