@@ -142,8 +142,9 @@ def main() -> None:
                     help="light decoder widths; the reference's UMobV2 uses 512 256 128 64 64")
     ap.add_argument("--seed", type=int, default=0, help="seed of initialisation and data order")
     ap.add_argument("--decoder", default="light", choices=["light", "smp"])
-    ap.add_argument("--decoder-convs", type=int, default=0,
-                    help="3x3 convolutions after each skip concatenation of the light decoder")
+    ap.add_argument("--decoder-convs", type=int, nargs="+", default=[0],
+                    help="3x3 convolutions after each skip concatenation of the light decoder (one number, "
+                         "or four: strides 16, 8, 4, 2)")
     ap.add_argument("--encoder-head", action="store_true",
                     help="give the offline encoder its last 1x1 convolution (1280 channels), as UMobV2 has")
     ap.add_argument("--tensors", type=Path, default=None,
@@ -156,7 +157,7 @@ def main() -> None:
     base = {"encoder": args.encoder, "resolutions": [128], "anneal_epochs": 15, "normal_epochs": 50,
             "decoder_channels": list(args.decoder_channels), "decoder": args.decoder,
             "encoder_head": args.encoder_head, "seed": args.seed,
-            "decoder_convs": args.decoder_convs}
+            "decoder_convs": args.decoder_convs[0] if len(args.decoder_convs) == 1 else args.decoder_convs}
     reg = SingleClassConfig(**base)
     gt = SingleClassConfig(**base, supervision="gt")
     rows = []

@@ -22,8 +22,9 @@ from rlseg.models import (
 @pytest.mark.parametrize(
     "arch",
     [{"decoder": "light"}, {"decoder": "smp"}, {"decoder": "light", "decoder_convs": 2},
-     {"decoder": "light", "encoder_head": True}, {"decoder": "smp", "encoder_head": True}],
-    ids=["light", "smp", "light-convs", "light-head", "smp-head"],
+     {"decoder": "light", "decoder_convs": [1, 1, 0, 0]}, {"decoder": "light", "encoder_head": True},
+     {"decoder": "smp", "encoder_head": True}],
+    ids=["light", "smp", "light-convs", "light-convs-per-level", "light-head", "smp-head"],
 )
 def test_unet_outputs_softmax_at_input_size(arch):
     model = build_unet(arch, pretrained=False)

@@ -75,7 +75,8 @@ def check_config(config: dict) -> None:
         raise ConfigError("single_class.sigma_start must not exceed single_class.sigma_end")
     if sc["encoder_head"] and sc["encoder"] != "tu-tf_efficientnet_lite0":
         raise ConfigError(f"single_class.encoder_head applies to tu-tf_efficientnet_lite0, not {sc['encoder']}")
-    if sc["decoder_convs"] and sc["decoder"] != "light":
+    convs = sc["decoder_convs"]
+    if (convs if isinstance(convs, int) else any(convs)) and sc["decoder"] != "light":
         raise ConfigError("single_class.decoder_convs applies to the light decoder (smp's has two per level)")
     mc = config["multiclass"]
     if mc["arch"] == "deeplabv3plus" and mc["crop"] % 16:

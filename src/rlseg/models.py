@@ -187,23 +187,27 @@ class LightUnetDecoder(nn.Module):
     a last transposed convolution to full resolution and a 3x3 convolution to the classes.
 
     Several times lighter than smp's default decoder (two 3x3 convolutions per level), which dominates the
-    training time on a CPU. ``convs`` adds that many 3x3 convolutions (+BN+ReLU) after each concatenation.
+    training time on a CPU. ``convs`` adds that many 3x3 convolutions (+BN+ReLU) after each concatenation, or
+    per level (strides 16, 8, 4, 2) when a list.
     """
 
     def __init__(self, encoder_channels: Sequence[int], channels: Sequence[int], classes: int,
-                 convs: int = 0) -> None:
+                 convs: int | Sequence[int] = 0) -> None:
         super().__init__()
         skips = list(encoder_channels[1:-1])[::-1]  # strides 16, 8, 4, 2
         if len(channels) != len(skips) + 1:
             raise ValueError(f"light decoder needs {len(skips) + 1} channel numbers, got {list(channels)}")
+        per_level = [convs] * len(skips) if isinstance(convs, int) else list(convs)
+        if len(per_level) != len(skips):
+            raise ValueError(f"light decoder needs {len(skips)} conv counts (strides 16 to 2), got {per_level}")
         cin = encoder_channels[-1]
         self.ups = nn.ModuleList()
         self.mix = nn.ModuleList()
-        for cout, skip in zip(channels[:-1], skips, strict=True):
+        for cout, skip, n in zip(channels[:-1], skips, per_level, strict=True):
             self.ups.append(_up_block(cin, cout))
             cin = cout + skip
-            self.mix.append(nn.Sequential(*[_conv_block(cin if i == 0 else cout, cout) for i in range(convs)]))
-            cin = cout if convs else cin
+            self.mix.append(nn.Sequential(*[_conv_block(cin if i == 0 else cout, cout) for i in range(n)]))
+            cin = cout if n else cin
         self.last = _up_block(cin, channels[-1])
         self.head = nn.Conv2d(channels[-1], classes, 3, padding=1)
 
@@ -230,13 +234,14 @@ class SingleClassUNet(nn.Module):
         pretrained: bool = True,
         freeze_encoder: bool = True,
         encoder_head: bool = False,
-        decoder_convs: int = 0,
+        decoder_convs: int | Sequence[int] = 0,
     ) -> None:
         super().__init__()
         if encoder not in SINGLE_CLASS_ENCODERS:
             raise ValueError(f"encoder must be one of {SINGLE_CLASS_ENCODERS}, not {encoder!r}")
         self.arch = {"encoder": encoder, "decoder": decoder, "decoder_channels": list(decoder_channels),
-                     "encoder_head": encoder_head, "decoder_convs": decoder_convs}
+                     "encoder_head": encoder_head,
+                     "decoder_convs": decoder_convs if isinstance(decoder_convs, int) else list(decoder_convs)}
         self.normalise = _Normalise(*encoder_stats(encoder))
         self.encoder = _smp_encoder(encoder, pretrained, head=encoder_head)
         self.freeze_encoder = freeze_encoder

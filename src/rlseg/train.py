@@ -50,7 +50,7 @@ class SingleClassConfig:
     decoder_channels: list[int] = field(default_factory=lambda: [128, 64, 32, 16, 16])
     freeze_encoder: bool = True
     encoder_head: bool = False
-    decoder_convs: int = 0
+    decoder_convs: int | list[int] = 0
     resolutions: list[int] = field(default_factory=lambda: [128, 256])
     anneal_epochs: int = 15
     sigma_start: float = 0.05
