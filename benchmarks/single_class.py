@@ -96,7 +96,8 @@ def tensors(data: Path, name: str, res: int, cache: Path | None) -> dict[str, to
             arrays.update({f"{part}_webp": packed["webp"], f"{part}_ends": packed["ends"],
                            f"{part}_masks": np.packbits(out[f"{part}_masks"].numpy().ravel())})
         np.savez(path, **arrays)
-        if any(not torch.equal(v, tensors(data, name, res, cache)[k]) for k, v in out.items()):
+        back = tensors(data, name, res, cache)
+        if any(not torch.equal(v, back[k]) for k, v in out.items()):
             raise RuntimeError(f"{path}: the cache does not read back the same tensors")
     return out
 

@@ -39,6 +39,11 @@ def test_light_decoder_is_lighter_than_smp():
     assert light * 2 < heavy
 
 
+def test_decoder_convs_with_the_smp_decoder_is_refused():
+    with pytest.raises(ValueError, match="decoder_convs applies to the light decoder"):
+        build_unet({"decoder": "smp", "decoder_convs": 1}, pretrained=False)
+
+
 def test_encoder_head_is_the_packaged_1280_channel_convolution():
     import timm
 

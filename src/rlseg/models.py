@@ -79,12 +79,13 @@ def _lite0_state_dict() -> dict[str, torch.Tensor]:
     return mapped
 
 
-def load_lite0_imagenet(model: nn.Module) -> nn.Module:
+def load_lite0_imagenet(model: nn.Module, mapped: dict[str, torch.Tensor] | None = None) -> nn.Module:
     """Load the packaged EfficientNet-Lite0 weights into timm's ``tf_efficientnet_lite0`` (or its features).
 
-    For a ``features_only`` model the tensors of the head that it lacks are dropped by name.
+    For a ``features_only`` model the tensors of the head that it lacks are dropped by name. ``mapped``: the
+    result of an earlier ``_lite0_state_dict()``, so that one model's parts read the file once.
     """
-    mapped = _lite0_state_dict()
+    mapped = mapped if mapped is not None else _lite0_state_dict()
     own = model.state_dict()
     missing = [k for k in own if k not in mapped]
     if missing:
@@ -136,12 +137,12 @@ class _WithHead(nn.Module):
         return feats
 
 
-def _lite0_head(pretrained: bool) -> nn.Sequential:
+def _lite0_head(mapped: dict[str, torch.Tensor] | None) -> nn.Sequential:
     import timm
 
     full = timm.create_model("tf_efficientnet_lite0", pretrained=False)
-    if pretrained:
-        full.load_state_dict(_lite0_state_dict())
+    if mapped is not None:
+        full.load_state_dict(mapped)
     return nn.Sequential(full.conv_head, full.bn2)
 
 
@@ -152,10 +153,11 @@ def _smp_encoder(encoder: str, pretrained: bool, depth: int = 5, head: bool = Fa
         raise ValueError(f"encoder_head applies to {OFFLINE_ENCODER!r} only (smp's mobilenet_v2 already has it)")
     if encoder == OFFLINE_ENCODER:
         enc = smp.encoders.get_encoder(encoder, in_channels=3, depth=depth, weights=None)
+        mapped = _lite0_state_dict() if pretrained else None
         if pretrained:
-            load_lite0_imagenet(enc.model)
+            load_lite0_imagenet(enc.model, mapped)
         if head:
-            lite_head = _lite0_head(pretrained)
+            lite_head = _lite0_head(mapped)
             enc = _WithHead(enc, lite_head, lite_head[0].out_channels)
         return enc
     try:
@@ -248,6 +250,8 @@ class SingleClassUNet(nn.Module):
         if decoder == "light":
             self.decoder = LightUnetDecoder(self.encoder.out_channels, decoder_channels, 2, convs=decoder_convs)
         elif decoder == "smp":
+            if decoder_convs if isinstance(decoder_convs, int) else any(decoder_convs):
+                raise ValueError("decoder_convs applies to the light decoder (smp's has two per level)")
             from segmentation_models_pytorch.decoders.unet.decoder import UnetDecoder
 
             dec = UnetDecoder(
