@@ -23,8 +23,10 @@ from rlseg.models import (
     "arch",
     [{"decoder": "light"}, {"decoder": "smp"}, {"decoder": "light", "decoder_convs": 2},
      {"decoder": "light", "decoder_convs": [1, 1, 0, 0]}, {"decoder": "light", "encoder_head": True},
-     {"decoder": "smp", "encoder_head": True}],
-    ids=["light", "smp", "light-convs", "light-convs-per-level", "light-head", "smp-head"],
+     {"decoder": "smp", "encoder_head": True}, {"decoder": "light", "encoder_features": "all_blocks"},
+     {"decoder": "smp", "encoder_features": "all_blocks"}],
+    ids=["light", "smp", "light-convs", "light-convs-per-level", "light-head", "smp-head", "light-all-blocks",
+         "smp-all-blocks"],
 )
 def test_unet_outputs_softmax_at_input_size(arch):
     model = build_unet(arch, pretrained=False)
@@ -56,6 +58,24 @@ def test_encoder_head_is_the_packaged_1280_channel_convolution():
         ours = model.encoder(model.normalise(x))[-1]
         theirs = full.forward_head(full.forward_features(model.normalise(x)), pre_logits=True)
     assert torch.allclose(ours.mean((2, 3)), theirs, atol=1e-5)  # pooled, it is the ImageNet head's input
+
+
+def test_all_blocks_features_end_with_the_stage_ends():
+    # each stride's concatenation ends with the block smp's encoder returns there, with the same weights
+    stage_ends = build_unet({}, pretrained=True).eval()
+    all_blocks = build_unet({"encoder_features": "all_blocks"}, pretrained=True).eval()
+    assert all_blocks.encoder.out_channels == [3, 48, 48, 80, 576, 1088]
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        ours = all_blocks.encoder(all_blocks.normalise(x))
+        theirs = stage_ends.encoder(stage_ends.normalise(x))
+    for a, b in zip(ours, theirs, strict=True):
+        assert torch.allclose(a[:, -b.shape[1]:], b, atol=1e-5)
+
+
+def test_all_blocks_with_the_encoder_head_is_refused():
+    with pytest.raises(ValueError, match="exclude each other"):
+        build_unet({"encoder_features": "all_blocks", "encoder_head": True}, pretrained=False)
 
 
 def test_frozen_encoder_stays_in_eval_mode_and_gets_no_gradient():

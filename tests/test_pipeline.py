@@ -108,6 +108,7 @@ def test_paper_config_plans_the_full_dag_offline(tmp_path):
         ({"single_class": {"encoder": "mobilenet_v2", "encoder_head": True}}, "encoder_head applies"),
         ({"single_class": {"decoder": "smp", "decoder_convs": 1}}, "decoder_convs applies"),
         ({"single_class": {"decoder_convs": [1, 1]}}, "decoder_convs"),
+        ({"single_class": {"encoder": "se_resnext50_32x4d", "encoder_features": "all_blocks"}}, "all_blocks applies"),
         ({"single_class": {"normal_epochs": -1}}, "-1"),
         ({"images": {"source": "folder", "root": "/nonexistent"}}, "/nonexistent/disc"),
     ],

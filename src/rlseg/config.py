@@ -75,6 +75,12 @@ def check_config(config: dict) -> None:
         raise ConfigError("single_class.sigma_start must not exceed single_class.sigma_end")
     if sc["encoder_head"] and sc["encoder"] != "tu-tf_efficientnet_lite0":
         raise ConfigError(f"single_class.encoder_head applies to tu-tf_efficientnet_lite0, not {sc['encoder']}")
+    if sc["encoder_features"] == "all_blocks":
+        if sc["encoder"] not in ("tu-tf_efficientnet_lite0", "mobilenet_v2"):
+            raise ConfigError("single_class.encoder_features all_blocks applies to tu-tf_efficientnet_lite0 and "
+                              f"mobilenet_v2, not {sc['encoder']}")
+        if sc["encoder_head"]:
+            raise ConfigError("single_class.encoder_features all_blocks and encoder_head exclude each other")
     convs = sc["decoder_convs"]
     if (convs if isinstance(convs, int) else any(convs)) and sc["decoder"] != "light":
         raise ConfigError("single_class.decoder_convs applies to the light decoder (smp's has two per level)")

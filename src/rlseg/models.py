@@ -146,6 +146,58 @@ def _lite0_head(mapped: dict[str, torch.Tensor] | None) -> nn.Sequential:
     return nn.Sequential(full.conv_head, full.bn2)
 
 
+class _AllBlocksEncoder(nn.Module):
+    """Every block's output, concatenated per stride: the reference's UMobV2 feature extractor.
+
+    The reference (SingleClassRL's ``MobileNetV2_Layers``) feeds its decoder, at each of the strides 2 to 32,
+    the concatenation of all MobileNetV2 blocks that output that stride, not only the last one as smp does
+    (for MobileNetV2 48, 48, 96, 544, 800 channels instead of 16, 24, 32, 96, 1280). Returns smp's layout:
+    ``[input, stride 2, 4, 8, 16, 32]``.
+    """
+
+    def __init__(self, blocks: Sequence[nn.Module]) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(blocks)
+        self.blocks.eval()  # a probe in train mode would move the pretrained BatchNorm statistics
+        with torch.no_grad():
+            x, sizes, channels = torch.zeros(1, 3, 64, 64), [], []
+            for block in self.blocks:
+                x = block(x)
+                sizes.append(x.shape[-1])
+                channels.append(x.shape[1])
+        self.blocks.train()
+        # group[i]: index of the stride whose concatenation block i joins
+        self.group = [sorted(set(sizes), reverse=True).index(s) for s in sizes]
+        if len(set(sizes)) != 5:
+            raise ValueError(f"expected blocks at 5 strides, got feature sizes {sorted(set(sizes), reverse=True)}")
+        self.out_channels = [3] + [sum(c for c, g in zip(channels, self.group, strict=True) if g == k)
+                                   for k in range(5)]
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        outs: list[list[torch.Tensor]] = [[] for _ in range(5)]
+        feats = x
+        for block, g in zip(self.blocks, self.group, strict=True):
+            feats = block(feats)
+            outs[g].append(feats)
+        return [x] + [torch.cat(o, 1) for o in outs]
+
+
+def _all_blocks(encoder: str, pretrained: bool) -> _AllBlocksEncoder:
+    if encoder == OFFLINE_ENCODER:
+        import timm
+
+        full = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+        if pretrained:
+            full.load_state_dict(_lite0_state_dict())
+        blocks = [b for stage in full.blocks for b in stage]
+        return _AllBlocksEncoder([nn.Sequential(full.conv_stem, full.bn1), *blocks])
+    if encoder == "mobilenet_v2":
+        # the reference stops before MobileNetV2's last 1x1 convolution (1280 channels)
+        return _AllBlocksEncoder(list(_smp_encoder(encoder, pretrained).features)[:-1])
+    raise ValueError(f"encoder_features 'all_blocks' applies to {OFFLINE_ENCODER!r} and 'mobilenet_v2', "
+                     f"not {encoder!r}")
+
+
 def _smp_encoder(encoder: str, pretrained: bool, depth: int = 5, head: bool = False) -> nn.Module:
     import segmentation_models_pytorch as smp
 
@@ -237,15 +289,23 @@ class SingleClassUNet(nn.Module):
         freeze_encoder: bool = True,
         encoder_head: bool = False,
         decoder_convs: int | Sequence[int] = 0,
+        encoder_features: str = "stage_ends",
     ) -> None:
         super().__init__()
         if encoder not in SINGLE_CLASS_ENCODERS:
             raise ValueError(f"encoder must be one of {SINGLE_CLASS_ENCODERS}, not {encoder!r}")
         self.arch = {"encoder": encoder, "decoder": decoder, "decoder_channels": list(decoder_channels),
-                     "encoder_head": encoder_head,
+                     "encoder_head": encoder_head, "encoder_features": encoder_features,
                      "decoder_convs": decoder_convs if isinstance(decoder_convs, int) else list(decoder_convs)}
         self.normalise = _Normalise(*encoder_stats(encoder))
-        self.encoder = _smp_encoder(encoder, pretrained, head=encoder_head)
+        if encoder_features == "all_blocks":
+            if encoder_head:
+                raise ValueError("encoder_head and encoder_features 'all_blocks' exclude each other")
+            self.encoder = _all_blocks(encoder, pretrained)
+        elif encoder_features == "stage_ends":
+            self.encoder = _smp_encoder(encoder, pretrained, head=encoder_head)
+        else:
+            raise ValueError(f"encoder_features must be 'stage_ends' or 'all_blocks', not {encoder_features!r}")
         self.freeze_encoder = freeze_encoder
         if decoder == "light":
             self.decoder = LightUnetDecoder(self.encoder.out_channels, decoder_channels, 2, convs=decoder_convs)
@@ -306,6 +366,7 @@ def build_unet(arch: dict, pretrained: bool = True) -> SingleClassUNet:
         freeze_encoder=arch.get("freeze_encoder", True),
         encoder_head=arch.get("encoder_head", False),
         decoder_convs=arch.get("decoder_convs", 0),
+        encoder_features=arch.get("encoder_features", "stage_ends"),
     )
 
 

@@ -50,6 +50,7 @@ class SingleClassConfig:
     decoder_channels: list[int] = field(default_factory=lambda: [128, 64, 32, 16, 16])
     freeze_encoder: bool = True
     encoder_head: bool = False
+    encoder_features: str = "stage_ends"
     decoder_convs: int | list[int] = 0
     resolutions: list[int] = field(default_factory=lambda: [128, 256])
     anneal_epochs: int = 15
@@ -87,6 +88,7 @@ class SingleClassConfig:
     def arch(self) -> dict:
         return {"encoder": self.encoder, "decoder": self.decoder, "decoder_channels": list(self.decoder_channels),
                 "freeze_encoder": self.freeze_encoder, "encoder_head": self.encoder_head,
+                "encoder_features": self.encoder_features,
                 "decoder_convs": self.decoder_convs}
 
     def loss(self, weights: LossWeights) -> RegularizedLoss:
