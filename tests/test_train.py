@@ -10,7 +10,7 @@ import torch
 from rlseg.checkpoint import CheckpointMismatch, load_weights, save_weights
 from rlseg.losses import anneal_sigmas
 from rlseg.models import build_unet
-from rlseg.train import NonFiniteLossError, SingleClassConfig, fit, stage_plans, train_single_class
+from rlseg.train import FeatureCache, NonFiniteLossError, SingleClassConfig, fit, stage_plans, train_single_class
 
 TINY = dict(resolutions=[64], anneal_epochs=2, normal_epochs=2, transfer_epochs=1, negative_epochs=1, batch_size=4,
             decoder_channels=[16, 8, 8, 8, 8])
@@ -132,3 +132,53 @@ def test_gt_supervision_learns_the_mask(tmp_path):
     images, masks = tiny_data(n=8)
     out = train_single_class(cfg, lambda r: (images, None, masks), tmp_path, on_epoch=None, device="cpu")
     assert out["history"][-1]["cross_entropy"] < out["history"][0]["cross_entropy"]
+
+
+@pytest.mark.parametrize("with_negatives", [False, True], ids=["positives", "with-negatives"])
+def test_feature_cache_runs_the_encoder_once_per_image_and_flip_and_changes_nothing(tmp_path, with_negatives):
+    images, masks = tiny_data()
+    negatives = tiny_data(n=3, seed=1)[0] if with_negatives else None
+    results = {}
+    for mb in (0, 64):
+        cfg = SingleClassConfig(**{**TINY, "normal_epochs": 6, "feature_cache_mb": mb})
+        torch.manual_seed(0)
+        model = build_unet(cfg.arch, pretrained=False)
+        calls: list[int] = []
+        model.encoder.register_forward_hook(lambda m, i, o, calls=calls: calls.append(i[0].shape[0]))
+        plans = stage_plans(cfg, "normal") + (stage_plans(cfg, "negative") if with_negatives else [])
+        rows = fit(model, images, plans, cfg, tmp_path / f"{mb}.pt", {"mb": mb}, negatives=negatives, masks=masks,
+                   device=torch.device("cpu"))
+        results[mb] = (model.state_dict(), rows, sum(calls))
+    (_, rows0, images0), (_, rows1, images1) = results[0], results[64]
+    # an image's features computed alone differ from those computed in a batch by float rounding (~1e-5); Adam's
+    # normalised steps carry that into near-zero gradients' weights, so the losses are compared, not the weights
+    assert [r["loss"] for r in rows0] == pytest.approx([r["loss"] for r in rows1], rel=1e-3)
+    n = len(images) + (len(negatives) if with_negatives else 0)
+    assert images0 == len(images) * 6 + (n if with_negatives else 0)  # every epoch through the encoder
+    assert images1 <= 2 * n  # each image and flip through the encoder once
+
+
+def test_feature_cache_returns_each_images_own_features_in_any_order():
+    model = build_unet(SingleClassConfig(**TINY).arch, pretrained=False).eval()
+    x = torch.rand(4, 3, 64, 64)
+    cache = FeatureCache(limit_bytes=1 << 30)
+    cache.features(model, x, [(i, False) for i in range(4)])
+    cache.features(model, x.flip(-1), [(i, True) for i in range(4)])
+    batch = torch.stack([x[2].flip(-1), x[0], x[3].flip(-1), x[1]])
+    calls = []
+    model.encoder.register_forward_hook(lambda m, i, o: calls.append(1))
+    got = cache.features(model, batch, [(2, True), (0, False), (3, True), (1, False)])
+    assert not calls
+    for a, b in zip(got, model.features(batch), strict=True):
+        assert torch.allclose(a, b, atol=1e-4)
+    assert len(cache.store) == 8
+
+
+def test_feature_cache_keeps_no_more_than_its_limit():
+    cfg = SingleClassConfig(**TINY)
+    model = build_unet(cfg.arch, pretrained=False).eval()
+    x = torch.rand(4, 3, 64, 64)
+    one = sum(f[0].numel() * f[0].element_size() for f in model.features(x))
+    cache = FeatureCache(limit_bytes=2 * one)
+    cache.features(model, x, [(i, False) for i in range(4)])
+    assert len(cache.store) == 2 and cache.used == 2 * one

@@ -333,14 +333,20 @@ class SingleClassUNet(nn.Module):
             self.encoder.eval()
         return self
 
-    def logits(self, image: torch.Tensor) -> torch.Tensor:
+    def features(self, image: torch.Tensor) -> list[torch.Tensor]:
+        """The encoder's features ``[input, stride 2, ..., stride 32]`` of RGB images in 0-1."""
         x = self.normalise(image)
         if self.freeze_encoder:
             with torch.no_grad():
-                feats = self.encoder(x)
-        else:
-            feats = self.encoder(x)
-        return self.decoder(feats)
+                return list(self.encoder(x))
+        return list(self.encoder(x))
+
+    def decode(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Probabilities [B, 2, H, W] from the encoder's features."""
+        return torch.softmax(self.decoder(features), dim=1)
+
+    def logits(self, image: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.features(image))
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return torch.softmax(self.logits(image), dim=1)

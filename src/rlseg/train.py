@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "EpochPlan",
+    "FeatureCache",
     "NonFiniteLossError",
     "SingleClassConfig",
     "fit",
@@ -75,6 +76,7 @@ class SingleClassConfig:
     lr: float = 1e-3
     flip: bool = True
     seed: int = 0
+    feature_cache_mb: int = 2048  # memory for the frozen encoder's features; changes speed, never results
 
     @classmethod
     def from_dict(cls, d: dict) -> SingleClassConfig:
@@ -142,6 +144,35 @@ def _epoch_order(seed: int, tag: int, epoch: int, n: int, flip: bool) -> tuple[t
     return order, flips
 
 
+class FeatureCache:
+    """The frozen encoder's features of each (image, flip), computed on first use and reused every later epoch.
+
+    A frozen encoder in eval mode gives an image the same features every epoch, so only the decoder needs to
+    run again; a flipped image has its own entry (convolutions are not flip-equivariant). The encoder is in eval
+    mode, so an image's features do not depend on the rest of its batch. Images past ``limit_bytes`` are not
+    kept and go through the encoder each time.
+    """
+
+    def __init__(self, limit_bytes: int) -> None:
+        self.limit = limit_bytes
+        self.used = 0
+        self.store: dict[tuple[int, bool], list[torch.Tensor]] = {}
+
+    def features(self, model: SingleClassUNet, x: torch.Tensor, keys: list[tuple[int, bool]]) -> list[torch.Tensor]:
+        """Features of the batch ``x`` whose images are ``keys``; only the images not kept go through the encoder."""
+        per_image = [self.store.get(k) for k in keys]
+        for i, f in enumerate(per_image):
+            if f is None:
+                # one image at a time: its features then never depend on which images shared its batch, so
+                # a resumed run (whose cache starts empty) ends with the same weights, bit for bit
+                per_image[i] = [level[0] for level in model.features(x[i : i + 1])]
+                size = sum(level.numel() * level.element_size() for level in per_image[i])
+                if self.used + size <= self.limit:
+                    self.store[keys[i]] = per_image[i]
+                    self.used += size
+        return [torch.stack(level) for level in zip(*per_image, strict=True)]
+
+
 def fit(
     model: SingleClassUNet,
     images: torch.Tensor,
@@ -174,6 +205,7 @@ def fit(
     if cfg.supervision == "gt" and masks is None:
         raise ValueError("supervision 'gt' needs true masks")
     amp = device.type == "cuda"
+    cache = FeatureCache(cfg.feature_cache_mb << 20) if model.freeze_encoder and cfg.feature_cache_mb > 0 else None
     n_pos = images.shape[0]
     for epoch in tqdm(range(start, len(plans)), desc="epochs", initial=start, total=len(plans), mininterval=10,
                       leave=False):
@@ -201,7 +233,11 @@ def fit(
             batch = torch.where(fl.view(-1, 1, 1, 1), batch.flip(-1), batch)
             x = to_float(batch, device)
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
-                probs = model(x)
+                if cache is None:
+                    probs = model(x)
+                else:
+                    keys = [(int(i), bool(f)) for i, f in zip(torch.cat([pos_idx, idx[is_neg]]), fl, strict=True)]
+                    probs = model.decode(cache.features(model, x, keys))
             probs = probs.float()
             m = None
             if masks is not None:
@@ -284,7 +320,8 @@ def train_single_class(
     model = build_unet(cfg.arch)
     if init_weights is not None:
         load_weights(init_weights, model)
-    base = {"single_class": asdict(cfg), "init": str(init_weights) if init_weights else "anneal"}
+    settings = {k: v for k, v in asdict(cfg).items() if k != "feature_cache_mb"}  # speed only: resumable across it
+    base = {"single_class": settings, "init": str(init_weights) if init_weights else "anneal"}
     t0 = time.time()
     history: list[dict] = []
     models: dict[int, str] = {}
