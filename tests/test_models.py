@@ -73,6 +73,16 @@ def test_all_blocks_features_end_with_the_stage_ends():
         assert torch.allclose(a[:, -b.shape[1]:], b, atol=1e-5)
 
 
+def test_all_blocks_mobilenet_v2_has_the_reference_umobv2_channels():
+    # SingleClassRL's Unet_MobileNetV2: upsample_param [(800, 512), (1056, 256), (352, 128), (176, 64), 112]
+    model = build_unet({"encoder": "mobilenet_v2", "encoder_features": "all_blocks",
+                        "decoder_channels": [512, 256, 128, 64, 64]}, pretrained=False)
+    assert model.encoder.out_channels == [3, 48, 48, 96, 544, 800]
+    assert [up[0].in_channels for up in model.decoder.ups] == [800, 512 + 544, 256 + 96, 128 + 48]
+    assert model.decoder.last[0].in_channels == 64 + 48
+    assert model(torch.rand(1, 3, 64, 64)).shape == (1, 2, 64, 64)
+
+
 def test_all_blocks_with_the_encoder_head_is_refused():
     with pytest.raises(ValueError, match="exclude each other"):
         build_unet({"encoder_features": "all_blocks", "encoder_head": True}, pretrained=False)
