@@ -137,12 +137,18 @@ class _WithHead(nn.Module):
         return feats
 
 
-def _lite0_head(mapped: dict[str, torch.Tensor] | None) -> nn.Sequential:
+def _lite0_model(mapped: dict[str, torch.Tensor] | None) -> nn.Module:
+    """timm's whole ``tf_efficientnet_lite0``, with ``mapped`` (packaged ImageNet weights) loaded if given."""
     import timm
 
     full = timm.create_model("tf_efficientnet_lite0", pretrained=False)
     if mapped is not None:
         full.load_state_dict(mapped)
+    return full
+
+
+def _lite0_head(mapped: dict[str, torch.Tensor] | None) -> nn.Sequential:
+    full = _lite0_model(mapped)
     return nn.Sequential(full.conv_head, full.bn2)
 
 
@@ -166,10 +172,11 @@ class _AllBlocksEncoder(nn.Module):
                 sizes.append(x.shape[-1])
                 channels.append(x.shape[1])
         self.blocks.train()
+        strides = sorted(set(sizes), reverse=True)
+        if len(strides) != 5:
+            raise ValueError(f"expected blocks at 5 strides, got feature sizes {strides}")
         # group[i]: index of the stride whose concatenation block i joins
-        self.group = [sorted(set(sizes), reverse=True).index(s) for s in sizes]
-        if len(set(sizes)) != 5:
-            raise ValueError(f"expected blocks at 5 strides, got feature sizes {sorted(set(sizes), reverse=True)}")
+        self.group = [strides.index(s) for s in sizes]
         self.out_channels = [3] + [sum(c for c, g in zip(channels, self.group, strict=True) if g == k)
                                    for k in range(5)]
 
@@ -184,11 +191,7 @@ class _AllBlocksEncoder(nn.Module):
 
 def _all_blocks(encoder: str, pretrained: bool) -> _AllBlocksEncoder:
     if encoder == OFFLINE_ENCODER:
-        import timm
-
-        full = timm.create_model("tf_efficientnet_lite0", pretrained=False)
-        if pretrained:
-            full.load_state_dict(_lite0_state_dict())
+        full = _lite0_model(_lite0_state_dict() if pretrained else None)
         blocks = [b for stage in full.blocks for b in stage]
         return _AllBlocksEncoder([nn.Sequential(full.conv_stem, full.bn1), *blocks])
     if encoder == "mobilenet_v2":
@@ -349,7 +352,7 @@ class SingleClassUNet(nn.Module):
         return self.decoder(self.features(image))
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.logits(image), dim=1)
+        return self.decode(self.features(image))
 
 
 class _SmpDecoder(nn.Module):
