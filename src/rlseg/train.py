@@ -76,7 +76,7 @@ class SingleClassConfig:
     lr: float = 1e-3
     flip: bool = True
     seed: int = 0
-    feature_cache_mb: int = 2048  # memory for the frozen encoder's features; changes speed, never results
+    feature_cache_mb: int = 2048  # memory for the frozen encoder's features; results move by float rounding only
 
     @classmethod
     def from_dict(cls, d: dict) -> SingleClassConfig:
@@ -320,7 +320,8 @@ def train_single_class(
     model = build_unet(cfg.arch)
     if init_weights is not None:
         load_weights(init_weights, model)
-    settings = {k: v for k, v in asdict(cfg).items() if k != "feature_cache_mb"}  # speed only: resumable across it
+    # the cache size is not part of what a checkpoint must match: it changes speed and float rounding, not the run
+    settings = {k: v for k, v in asdict(cfg).items() if k != "feature_cache_mb"}
     base = {"single_class": settings, "init": str(init_weights) if init_weights else "anneal"}
     t0 = time.time()
     history: list[dict] = []
