@@ -10,7 +10,7 @@ per-epoch checkpoint.
 
     python benchmarks/single_class.py [--data ../shared/data] [--out results/benchmarks/single_class]
         [--decoder light|smp] [--decoder-channels C1 .. C5] [--decoder-convs N] [--encoder-head]
-        [--encoder-features stage_ends|all_blocks] [--seed S]
+        [--encoder-features stage_ends|all_blocks] [--encoder-batchnorm fixed|train] [--seed S]
         [--tensors DIR] [--only ecssd:gt ...]
 
 ``--tensors DIR`` keeps the decoded 128 px tensors of both data sets in DIR (lossless WebP, ~33 MB), so a
@@ -151,6 +151,8 @@ def main() -> None:
                     help="give the offline encoder its last 1x1 convolution (1280 channels), as UMobV2 has")
     ap.add_argument("--encoder-features", default="stage_ends", choices=["stage_ends", "all_blocks"],
                     help="all_blocks: every encoder block's output concatenated per stride, as the reference's UMobV2")
+    ap.add_argument("--encoder-batchnorm", default="fixed", choices=["fixed", "train"],
+                    help="train: the frozen encoder's BatchNorm uses batch statistics in training, as the reference's")
     ap.add_argument("--tensors", type=Path, default=None,
                     help="folder of decoded 128 px tensors (made on first use); lets the run go without --data")
     ap.add_argument("--only", nargs="*", default=None, help="run only these, e.g. ecssd:gt ecssd:reg_anneal")
@@ -161,6 +163,7 @@ def main() -> None:
     base = {"encoder": args.encoder, "resolutions": [128], "anneal_epochs": 15, "normal_epochs": 50,
             "decoder_channels": list(args.decoder_channels), "decoder": args.decoder,
             "encoder_head": args.encoder_head, "encoder_features": args.encoder_features, "seed": args.seed,
+            "encoder_batchnorm": args.encoder_batchnorm,
             "decoder_convs": args.decoder_convs[0] if len(args.decoder_convs) == 1 else args.decoder_convs}
     reg = SingleClassConfig(**base)
     gt = SingleClassConfig(**base, supervision="gt")

@@ -102,6 +102,35 @@ def test_frozen_encoder_stays_in_eval_mode_and_gets_no_gradient():
     assert all(torch.equal(before[k], after[k]) for k in before)  # BatchNorm statistics fixed too
 
 
+@pytest.mark.parametrize("features", ["stage_ends", "all_blocks"])
+def test_encoder_batchnorm_train_adapts_statistics_but_no_weight(features):
+    # the reference's model.train() reaches its frozen MobileNetV2: batch statistics in training, running
+    # statistics drifting to the training images, weights untouched
+    model = build_unet({"encoder_batchnorm": "train", "encoder_features": features}, pretrained=True)
+    assert not model.fixed_encoder
+    before = {k: v.clone() for k, v in model.encoder.state_dict().items()}
+    x = torch.rand(4, 3, 64, 64)
+    model.train()
+    assert model.encoder.training
+    train_out = model(x)
+    train_out[:, 1].mean().backward()
+    assert all(p.grad is None for p in model.encoder.parameters())
+    after = model.encoder.state_dict()
+    moved = [k for k in before if k.endswith("running_mean") and not torch.equal(before[k], after[k])]
+    weights = [k for k in before if k.endswith("weight")]
+    assert moved and len(moved) == sum(k.endswith("running_mean") for k in before)
+    assert all(torch.equal(before[k], after[k]) for k in weights)
+    model.eval()
+    assert not model.encoder.training
+    with torch.no_grad():
+        assert not torch.allclose(model(x), train_out.detach(), atol=1e-4)  # eval uses the running statistics
+
+
+def test_encoder_batchnorm_must_be_fixed_or_train():
+    with pytest.raises(ValueError, match="encoder_batchnorm must be 'fixed' or 'train'"):
+        build_unet({"encoder_batchnorm": "frozen"}, pretrained=False)
+
+
 @pytest.mark.parametrize("arch", ["deeplabv3plus"])
 def test_multiclass_logits_at_input_size(arch):
     model = build_multiclass({"arch": arch, "num_classes": 5}, pretrained=False)

@@ -51,15 +51,18 @@ def _run(tmp_path, stop_after=None, cfg=None):
                               device=torch.device("cpu"), on_epoch=stop)
 
 
-def test_resume_ends_with_identical_weights(tmp_path):
-    full_model, run = _run(tmp_path / "a")
+@pytest.mark.parametrize("batchnorm", ["fixed", "train"])
+def test_resume_ends_with_identical_weights(tmp_path, batchnorm):
+    # with "train" the encoder's running statistics move every batch: they must resume too
+    cfg = SingleClassConfig(**TINY, encoder_batchnorm=batchnorm)
+    full_model, run = _run(tmp_path / "a", cfg=cfg)
     (tmp_path / "a").mkdir()
     rows_full = run()
     (tmp_path / "b").mkdir()
-    _, run_b = _run(tmp_path / "b", stop_after=2)
+    _, run_b = _run(tmp_path / "b", stop_after=2, cfg=cfg)
     with pytest.raises(KeyboardInterrupt):
         run_b()
-    resumed_model, run_c = _run(tmp_path / "b")  # a fresh process would start like this
+    resumed_model, run_c = _run(tmp_path / "b", cfg=cfg)  # a fresh process would start like this
     rows_resumed = run_c()
     assert len(rows_resumed) == len(rows_full) == 4
     for (k, a), b in zip(full_model.state_dict().items(), resumed_model.state_dict().values(), strict=True):
@@ -182,3 +185,14 @@ def test_feature_cache_keeps_no_more_than_its_limit():
     cache = FeatureCache(limit_bytes=2 * one)
     cache.features(model, x, [(i, False) for i in range(4)])
     assert len(cache.store) == 2 and cache.used == 2 * one
+
+
+def test_feature_cache_is_off_while_the_encoder_batchnorm_trains(tmp_path):
+    # batch statistics make an image's features depend on its batch and on the epoch: nothing can be reused
+    cfg = SingleClassConfig(**{**TINY, "normal_epochs": 3, "encoder_batchnorm": "train", "feature_cache_mb": 64})
+    model = build_unet(cfg.arch, pretrained=False)
+    calls: list[int] = []
+    model.encoder.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+    images, _ = tiny_data()
+    fit(model, images, stage_plans(cfg, "normal"), cfg, tmp_path / "c.pt", {}, device=torch.device("cpu"))
+    assert sum(calls) == 3 * len(images) and max(calls) == cfg.batch_size

@@ -279,8 +279,11 @@ class SingleClassUNet(nn.Module):
     """U-Net for one class: frozen pretrained encoder, configurable decoder, 2-channel softmax output.
 
     ``forward`` takes RGB in 0-1 [B, 3, H, W] (H, W multiples of 32) and returns probabilities [B, 2, H, W],
-    channel 1 = object. While the encoder is frozen it stays in eval mode, so its BatchNorm statistics are
-    fixed whatever ``train()`` is called with.
+    channel 1 = object. A frozen encoder's weights never change. ``encoder_batchnorm`` says what its BatchNorm
+    layers do: ``"fixed"`` (default) keeps them in eval mode whatever ``train()`` is called with, so the
+    ImageNet statistics stay; ``"train"`` lets them follow ``train()`` as the reference implementation does
+    (its ``model.train()`` reaches the frozen MobileNetV2 too): in training they normalise with each batch's
+    statistics and their running statistics drift to the training images, which ``eval()`` then uses.
     """
 
     def __init__(
@@ -293,6 +296,7 @@ class SingleClassUNet(nn.Module):
         encoder_head: bool = False,
         decoder_convs: int | Sequence[int] = 0,
         encoder_features: str = "stage_ends",
+        encoder_batchnorm: str = "fixed",
     ) -> None:
         super().__init__()
         if encoder not in SINGLE_CLASS_ENCODERS:
@@ -309,7 +313,11 @@ class SingleClassUNet(nn.Module):
             self.encoder = _smp_encoder(encoder, pretrained, head=encoder_head)
         else:
             raise ValueError(f"encoder_features must be 'stage_ends' or 'all_blocks', not {encoder_features!r}")
+        if encoder_batchnorm not in ("fixed", "train"):
+            raise ValueError(f"encoder_batchnorm must be 'fixed' or 'train', not {encoder_batchnorm!r}")
         self.freeze_encoder = freeze_encoder
+        # a trainable encoder always trains its BatchNorm; "fixed" only means something for a frozen one
+        self.encoder_batchnorm = encoder_batchnorm if freeze_encoder else "train"
         if decoder == "light":
             self.decoder = LightUnetDecoder(self.encoder.out_channels, decoder_channels, 2, convs=decoder_convs)
         elif decoder == "smp":
@@ -330,9 +338,14 @@ class SingleClassUNet(nn.Module):
                 p.requires_grad_(False)
             self.encoder.eval()
 
+    @property
+    def fixed_encoder(self) -> bool:
+        """Whether the encoder gives an image the same features every time (frozen, BatchNorm fixed)."""
+        return self.freeze_encoder and self.encoder_batchnorm == "fixed"
+
     def train(self, mode: bool = True) -> SingleClassUNet:
         super().train(mode)
-        if self.freeze_encoder:
+        if self.fixed_encoder:
             self.encoder.eval()
         return self
 
@@ -376,6 +389,7 @@ def build_unet(arch: dict, pretrained: bool = True) -> SingleClassUNet:
         encoder_head=arch.get("encoder_head", False),
         decoder_convs=arch.get("decoder_convs", 0),
         encoder_features=arch.get("encoder_features", "stage_ends"),
+        encoder_batchnorm=arch.get("encoder_batchnorm", "fixed"),
     )
 
 

@@ -50,6 +50,7 @@ class SingleClassConfig:
     decoder: str = "light"
     decoder_channels: list[int] = field(default_factory=lambda: [128, 64, 32, 16, 16])
     freeze_encoder: bool = True
+    encoder_batchnorm: str = "fixed"  # or "train": the reference's frozen encoder normalises with batch statistics
     encoder_head: bool = False
     encoder_features: str = "stage_ends"
     decoder_convs: int | list[int] = 0
@@ -89,7 +90,8 @@ class SingleClassConfig:
     @property
     def arch(self) -> dict:
         return {"encoder": self.encoder, "decoder": self.decoder, "decoder_channels": list(self.decoder_channels),
-                "freeze_encoder": self.freeze_encoder, "encoder_head": self.encoder_head,
+                "freeze_encoder": self.freeze_encoder, "encoder_batchnorm": self.encoder_batchnorm,
+                "encoder_head": self.encoder_head,
                 "encoder_features": self.encoder_features,
                 "decoder_convs": self.decoder_convs}
 
@@ -205,7 +207,8 @@ def fit(
     if cfg.supervision == "gt" and masks is None:
         raise ValueError("supervision 'gt' needs true masks")
     amp = device.type == "cuda"
-    cache = FeatureCache(cfg.feature_cache_mb << 20) if model.freeze_encoder and cfg.feature_cache_mb > 0 else None
+    # only an encoder that gives each image the same features every epoch can be cached
+    cache = FeatureCache(cfg.feature_cache_mb << 20) if model.fixed_encoder and cfg.feature_cache_mb > 0 else None
     n_pos = images.shape[0]
     for epoch in tqdm(range(start, len(plans)), desc="epochs", initial=start, total=len(plans), mininterval=10,
                       leave=False):
