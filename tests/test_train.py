@@ -6,6 +6,7 @@ import copy
 
 import pytest
 import torch
+from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from rlseg.checkpoint import CheckpointMismatch, load_weights, save_weights
 from rlseg.losses import anneal_sigmas
@@ -34,6 +35,42 @@ def test_stage_plans_follow_the_paper():
     assert len(normal) == 50 and normal[0].weights.reg == 100 and normal[0].sigma == 0.15
     neg = stage_plans(cfg, "negative")
     assert len(neg) == 200 and neg[0].negatives and neg[0].weights.neg == 2
+
+
+def test_stage_plans_restart_adam_and_step_the_lr_as_the_reference():
+    # SingleClassRL: one train_normal call (a new Adam, StepLR(100, 0.1)) per annealing step and per stage
+    cfg = SingleClassConfig()
+    assert all(p.restart for p in stage_plans(cfg, "anneal"))
+    for stage in ("normal", "transfer", "negative"):
+        plans = stage_plans(cfg, stage)
+        assert [p.restart for p in plans] == [True] + [False] * (len(plans) - 1)
+    assert [p.lr_scale for p in stage_plans(cfg, "negative")] == pytest.approx([1.0] * 100 + [0.1] * 100)
+    assert {p.lr_scale for p in stage_plans(cfg, "normal")} == {1.0}
+    one_adam = SingleClassConfig(optimizer_restart=False)
+    plans = [p for s in ("anneal", "normal", "negative") for p in stage_plans(one_adam, s)]
+    assert not any(p.restart for p in plans) and {p.lr_scale for p in plans} == {1.0}
+
+
+def test_fit_restarts_adam_where_the_plan_says_and_follows_the_lr_scale(tmp_path):
+    cfg = SingleClassConfig(**{**TINY, "normal_epochs": 3, "lr_step_epochs": 2})
+    model = build_unet(cfg.arch, pretrained=False)
+    images, _ = tiny_data()
+    plans = stage_plans(cfg, "anneal") + stage_plans(cfg, "normal")
+    steps, lrs = [], []
+
+    def record(opt, args, kwargs):
+        steps.append(max((int(s["step"]) for s in opt.state.values()), default=0))
+        lrs.append(opt.param_groups[0]["lr"])
+
+    hook = register_optimizer_step_pre_hook(record)
+    try:
+        fit(model, images, plans, cfg, tmp_path / "c.pt", {}, device=torch.device("cpu"))
+    finally:
+        hook.remove()
+    per_epoch = -(-len(images) // cfg.batch_size)  # two batches
+    # Adam's step count before each step: back to 0 at each annealing epoch and at the normal stage's start only
+    assert steps == [0, 1, 0, 1, 0, 1, 2, 3, 4, 5][: len(plans) * per_epoch]
+    assert lrs == pytest.approx([1e-3] * 8 + [1e-4] * 2)  # normal epoch 3 is past lr_step_epochs = 2
 
 
 def _run(tmp_path, stop_after=None, cfg=None):

@@ -75,6 +75,11 @@ class SingleClassConfig:
     supervision: str = "regularized"  # or "gt": cross-entropy on true masks
     batch_size: int = 16
     lr: float = 1e-3
+    # The reference runs each annealing step and each stage as its own train_normal call: a fresh Adam, and a
+    # StepLR (x0.1 every 100 epochs) that only a stage longer than 100 epochs (the negative stage) reaches.
+    optimizer_restart: bool = True  # False: one Adam (and one lr) through all stages of a resolution
+    lr_step_epochs: int = 100
+    lr_gamma: float = 0.1
     flip: bool = True
     seed: int = 0
     feature_cache_mb: int = 2048  # memory for the frozen encoder's features; results move by float rounding only
@@ -107,26 +112,36 @@ class SingleClassConfig:
 
 @dataclass
 class EpochPlan:
-    """What one epoch does: its stage, sigma and loss weights, and whether negatives join."""
+    """What one epoch does: its stage, sigma and loss weights, whether negatives join, whether a fresh optimizer
+    starts with it, and its learning rate as a multiple of ``lr``."""
 
     stage: str
     sigma: float
     weights: LossWeights
     negatives: bool = False
+    restart: bool = False
+    lr_scale: float = 1.0
 
 
 def stage_plans(cfg: SingleClassConfig, stage: str) -> list[EpochPlan]:
-    """Epoch plans of a stage: ``anneal``, ``normal``, ``transfer`` or ``negative``."""
+    """Epoch plans of a stage: ``anneal``, ``normal``, ``transfer`` or ``negative``.
+
+    With ``cfg.optimizer_restart`` (the reference) a fresh Adam starts every annealing epoch (one call per sigma
+    step there) and the first epoch of every other stage, and the learning rate falls by ``lr_gamma`` every
+    ``lr_step_epochs`` epochs of a stage.
+    """
     normal = LossWeights(cfg.lambda_reg, cfg.lambda_vol, cfg.lambda_pos, cfg.lambda_neg, cfg.sigma_end)
     if stage == "anneal":
         sigmas = anneal_sigmas(cfg.anneal_epochs, cfg.sigma_start, cfg.sigma_end, printed=cfg.loss_form == "printed")
         w = cfg.lambda_reg_anneal
-        return [EpochPlan("anneal", s, LossWeights(w, 1.0, 1.0, cfg.lambda_neg, s)) for s in sigmas]
-    if stage in ("normal", "transfer"):
-        n = cfg.normal_epochs if stage == "normal" else cfg.transfer_epochs
-        return [EpochPlan(stage, cfg.sigma_end, normal) for _ in range(n)]
-    if stage == "negative":
-        return [EpochPlan("negative", cfg.sigma_end, normal, negatives=True) for _ in range(cfg.negative_epochs)]
+        return [EpochPlan("anneal", s, LossWeights(w, 1.0, 1.0, cfg.lambda_neg, s), restart=cfg.optimizer_restart)
+                for s in sigmas]
+    if stage in ("normal", "transfer", "negative"):
+        n = {"normal": cfg.normal_epochs, "transfer": cfg.transfer_epochs, "negative": cfg.negative_epochs}[stage]
+        return [EpochPlan(stage, cfg.sigma_end, normal, negatives=stage == "negative",
+                          restart=cfg.optimizer_restart and i == 0,
+                          lr_scale=cfg.lr_gamma ** (i // cfg.lr_step_epochs) if cfg.optimizer_restart else 1.0)
+                for i in range(n)]
     raise ValueError(f"unknown stage {stage!r}")
 
 
@@ -202,7 +217,8 @@ def fit(
     model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=cfg.lr)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)  # fixed lr, as in the paper
+    # the scheduler's epoch count is the plan index, so a resumed run picks up the same learning rate
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: plans[min(e, len(plans) - 1)].lr_scale)
     start, rows = resume(checkpoint, run_config, model, optimizer, scheduler)
     if cfg.supervision == "gt" and masks is None:
         raise ValueError("supervision 'gt' needs true masks")
@@ -214,6 +230,10 @@ def fit(
                       leave=False):
         plan = plans[epoch]
         t0 = time.time()
+        if plan.restart:
+            # the reference builds a new Adam here: no moments carried over from another sigma or weighting
+            # (carried second moments of 1x-weighted gradients would let the 100x ones take steps far above lr)
+            optimizer.state.clear()
         loss_fn = cfg.loss(plan.weights)
         pool_neg = negatives if (plan.negatives and negatives is not None and len(negatives)) else None
         n = n_pos + (len(pool_neg) if pool_neg is not None else 0)
