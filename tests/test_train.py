@@ -39,20 +39,20 @@ def test_stage_plans_follow_the_paper():
 
 def test_stage_plans_restart_adam_and_step_the_lr_as_the_reference():
     # SingleClassRL: one train_normal call (a new Adam, StepLR(100, 0.1)) per annealing step and per stage
-    cfg = SingleClassConfig()
+    cfg = SingleClassConfig(optimizer_restart=True)
     assert all(p.restart for p in stage_plans(cfg, "anneal"))
     for stage in ("normal", "transfer", "negative"):
         plans = stage_plans(cfg, stage)
         assert [p.restart for p in plans] == [True] + [False] * (len(plans) - 1)
     assert [p.lr_scale for p in stage_plans(cfg, "negative")] == pytest.approx([1.0] * 100 + [0.1] * 100)
     assert {p.lr_scale for p in stage_plans(cfg, "normal")} == {1.0}
-    one_adam = SingleClassConfig(optimizer_restart=False)
+    one_adam = SingleClassConfig()  # the default
     plans = [p for s in ("anneal", "normal", "negative") for p in stage_plans(one_adam, s)]
     assert not any(p.restart for p in plans) and {p.lr_scale for p in plans} == {1.0}
 
 
 def test_fit_restarts_adam_where_the_plan_says_and_follows_the_lr_scale(tmp_path):
-    cfg = SingleClassConfig(**{**TINY, "normal_epochs": 3, "lr_step_epochs": 2})
+    cfg = SingleClassConfig(**{**TINY, "normal_epochs": 3, "lr_step_epochs": 2, "optimizer_restart": True})
     model = build_unet(cfg.arch, pretrained=False)
     images, _ = tiny_data()
     plans = stage_plans(cfg, "anneal") + stage_plans(cfg, "normal")
