@@ -10,7 +10,8 @@ per-epoch checkpoint.
 
     python benchmarks/single_class.py [--data ../shared/data] [--out results/benchmarks/single_class]
         [--decoder light|smp] [--decoder-channels C1 .. C5] [--decoder-convs N] [--encoder-head]
-        [--encoder-features stage_ends|all_blocks] [--encoder-batchnorm fixed|train] [--seed S]
+        [--encoder-features stage_ends|all_blocks] [--encoder-batchnorm fixed|train] [--optimizer-restart]
+        [--seed S]
         [--tensors DIR] [--only ecssd:gt ...]
 
 ``--tensors DIR`` keeps the decoded 128 px tensors of both data sets in DIR (lossless WebP, ~33 MB), so a
@@ -153,6 +154,8 @@ def main() -> None:
                     help="all_blocks: every encoder block's output concatenated per stride, as the reference's UMobV2")
     ap.add_argument("--encoder-batchnorm", default="fixed", choices=["fixed", "train"],
                     help="train: the frozen encoder's BatchNorm uses batch statistics in training, as the reference's")
+    ap.add_argument("--optimizer-restart", action="store_true",
+                    help="a fresh Adam per annealing epoch and per stage, as the reference's training loop")
     ap.add_argument("--tensors", type=Path, default=None,
                     help="folder of decoded 128 px tensors (made on first use); lets the run go without --data")
     ap.add_argument("--only", nargs="*", default=None, help="run only these, e.g. ecssd:gt ecssd:reg_anneal")
@@ -163,7 +166,7 @@ def main() -> None:
     base = {"encoder": args.encoder, "resolutions": [128], "anneal_epochs": 15, "normal_epochs": 50,
             "decoder_channels": list(args.decoder_channels), "decoder": args.decoder,
             "encoder_head": args.encoder_head, "encoder_features": args.encoder_features, "seed": args.seed,
-            "encoder_batchnorm": args.encoder_batchnorm,
+            "encoder_batchnorm": args.encoder_batchnorm, "optimizer_restart": args.optimizer_restart,
             "decoder_convs": args.decoder_convs[0] if len(args.decoder_convs) == 1 else args.decoder_convs}
     reg = SingleClassConfig(**base)
     gt = SingleClassConfig(**base, supervision="gt")
