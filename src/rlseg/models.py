@@ -341,7 +341,7 @@ class SingleClassUNet(nn.Module):
     @property
     def fixed_encoder(self) -> bool:
         """Whether the encoder gives an image the same features every time (frozen, BatchNorm fixed)."""
-        return self.freeze_encoder and self.encoder_batchnorm == "fixed"
+        return self.encoder_batchnorm == "fixed"  # "fixed" is kept for a frozen encoder only (see __init__)
 
     def train(self, mode: bool = True) -> SingleClassUNet:
         super().train(mode)
