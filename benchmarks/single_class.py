@@ -192,7 +192,7 @@ def main() -> None:
     for n, t in TARGETS.items():
         got = {r["run"]: r["f_measure"] for r in rows if r["data"] == n}
         if got:
-            best = max(v for k, v in got.items() if k.startswith("reg"))
+            best = max((v for k, v in got.items() if k.startswith("reg")), default=float("nan"))
             print(f"{n}: gt {got.get('gt', float('nan')):.4f} (target {t['gt']}), reg from annealing "
                   f"{got.get('reg_anneal', float('nan')):.4f} (target {t['reg_anneal']}), best reg {best:.4f} "
                   f"(target {t['reg_best']})")
