@@ -5,11 +5,17 @@ batch 16), trains: reg from annealing; gt (cross-entropy on true masks); and reg
 from the other data set's reg model (the paper's transfer idea). Prints the test-fold F-measure (beta^2 = 0.3,
 pooled confusion matrix, argmax at 128 px) and wall time of each.
 
+The default network is the one that meets the issue's three ECSSD targets together: frozen EfficientNet-Lite0
+with every block's output fed to the decoder (``--encoder-features all_blocks``), the light decoder
+(128, 64, 32, 16, 16) with one 3x3 convolution after the skip concatenations at strides 8, 4 and 2
+(``--decoder-convs 0 1 1 1``). ``--encoder-features stage_ends --decoder-convs 0 0 1 1`` is the pipeline's
+default network (``config.yaml``).
+
 Resumable: a finished run is cached as JSON under --out and skipped; an interrupted one resumes from its
 per-epoch checkpoint.
 
     python benchmarks/single_class.py [--data ../shared/data] [--out results/benchmarks/single_class]
-        [--decoder light|smp] [--decoder-channels C1 .. C5] [--decoder-convs N] [--encoder-head]
+        [--decoder light|smp] [--decoder-channels C1 .. C5] [--decoder-convs N | N16 N8 N4 N2] [--encoder-head]
         [--encoder-features stage_ends|all_blocks] [--encoder-batchnorm fixed|train] [--optimizer-restart]
         [--seed S]
         [--tensors DIR] [--only ecssd:gt ...]
@@ -145,13 +151,14 @@ def main() -> None:
                     help="light decoder widths; the reference's UMobV2 uses 512 256 128 64 64")
     ap.add_argument("--seed", type=int, default=0, help="seed of initialisation and data order")
     ap.add_argument("--decoder", default="light", choices=["light", "smp"])
-    ap.add_argument("--decoder-convs", type=int, nargs="+", default=[0],
+    ap.add_argument("--decoder-convs", type=int, nargs="+", default=None,
                     help="3x3 convolutions after each skip concatenation of the light decoder (one number, "
-                         "or four: strides 16, 8, 4, 2)")
+                         "or four: strides 16, 8, 4, 2); default 0 1 1 1 (0 with --decoder smp)")
     ap.add_argument("--encoder-head", action="store_true",
                     help="give the offline encoder its last 1x1 convolution (1280 channels), as UMobV2 has")
-    ap.add_argument("--encoder-features", default="stage_ends", choices=["stage_ends", "all_blocks"],
-                    help="all_blocks: every encoder block's output concatenated per stride, as the reference's UMobV2")
+    ap.add_argument("--encoder-features", default=None, choices=["stage_ends", "all_blocks"],
+                    help="all_blocks: every encoder block's output concatenated per stride, as the reference's "
+                         "UMobV2; default all_blocks where the encoder has it and --encoder-head is off")
     ap.add_argument("--encoder-batchnorm", default="fixed", choices=["fixed", "train"],
                     help="train: the frozen encoder's BatchNorm uses batch statistics in training, as the reference's")
     ap.add_argument("--optimizer-restart", action="store_true",
@@ -160,6 +167,11 @@ def main() -> None:
                     help="folder of decoded 128 px tensors (made on first use); lets the run go without --data")
     ap.add_argument("--only", nargs="*", default=None, help="run only these, e.g. ecssd:gt ecssd:reg_anneal")
     args = ap.parse_args()
+    if args.decoder_convs is None:
+        args.decoder_convs = [0, 1, 1, 1] if args.decoder == "light" else [0]
+    if args.encoder_features is None:
+        has_all_blocks = args.encoder in ("tu-tf_efficientnet_lite0", "mobilenet_v2") and not args.encoder_head
+        args.encoder_features = "all_blocks" if has_all_blocks else "stage_ends"
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -41,6 +41,15 @@ def test_light_decoder_is_lighter_than_smp():
     assert light * 2 < heavy
 
 
+def test_default_light_decoder_has_one_conv_at_strides_4_and_2_only():
+    model = build_unet({}, pretrained=False)
+    assert model.arch["decoder_convs"] == [0, 0, 1, 1]
+    convs = [sum(isinstance(m, torch.nn.Conv2d) for m in mix.modules()) for mix in model.decoder.mix]
+    assert convs == [0, 0, 1, 1]  # mix blocks run strides 16, 8, 4, 2
+    assert build_unet({"decoder_convs": 0}, pretrained=False).arch["decoder_convs"] == 0
+    assert build_unet({"decoder": "smp"}, pretrained=False).arch["decoder_convs"] == 0
+
+
 def test_decoder_convs_with_the_smp_decoder_is_refused():
     with pytest.raises(ValueError, match="decoder_convs applies to the light decoder"):
         build_unet({"decoder": "smp", "decoder_convs": 1}, pretrained=False)
@@ -76,7 +85,7 @@ def test_all_blocks_features_end_with_the_stage_ends():
 def test_all_blocks_mobilenet_v2_has_the_reference_umobv2_channels():
     # SingleClassRL's Unet_MobileNetV2: upsample_param [(800, 512), (1056, 256), (352, 128), (176, 64), 112]
     model = build_unet({"encoder": "mobilenet_v2", "encoder_features": "all_blocks",
-                        "decoder_channels": [512, 256, 128, 64, 64]}, pretrained=False)
+                        "decoder_channels": [512, 256, 128, 64, 64], "decoder_convs": 0}, pretrained=False)
     assert model.encoder.out_channels == [3, 48, 48, 96, 544, 800]
     assert [up[0].in_channels for up in model.decoder.ups] == [800, 512 + 544, 256 + 96, 128 + 48]
     assert model.decoder.last[0].in_channels == 64 + 48

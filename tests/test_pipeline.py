@@ -12,6 +12,10 @@ import pytest
 import yaml
 from PIL import Image
 
+from rlseg.config import load_config
+from rlseg.models import build_unet
+from rlseg.train import SingleClassConfig
+
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "tests" / "smoke.yaml"
 
@@ -120,6 +124,17 @@ def test_bad_config_stops_before_any_job(tmp_path, override, message):
     assert proc.returncode != 0
     assert message in proc.stdout + proc.stderr
     assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize("decoder, convs", [("light", [0, 0, 1, 1]), ("smp", 0)])
+def test_default_decoder_convs_follow_the_decoder(tmp_path, decoder, convs):
+    cfg = tmp_path / "decoder.yaml"
+    cfg.write_text(yaml.safe_dump({"single_class": {"decoder": decoder}}))
+    settings = dict(load_config(REPO / "config.yaml", cfg)["single_class"])
+    for key in ("init", "negatives"):  # workflow keys, not training settings (as run_single_class drops them)
+        settings.pop(key)
+    arch = SingleClassConfig.from_dict(settings).arch
+    assert build_unet(arch, pretrained=False).arch["decoder_convs"] == convs
 
 
 def test_lint_is_clean():

@@ -82,7 +82,7 @@ def check_config(config: dict) -> None:
         if sc["encoder_head"]:
             raise ConfigError("single_class.encoder_features all_blocks and encoder_head exclude each other")
     convs = sc["decoder_convs"]
-    if (convs if isinstance(convs, int) else any(convs)) and sc["decoder"] != "light":
+    if convs is not None and (convs if isinstance(convs, int) else any(convs)) and sc["decoder"] != "light":
         raise ConfigError("single_class.decoder_convs applies to the light decoder (smp's has two per level)")
     mc = config["multiclass"]
     if mc["arch"] == "deeplabv3plus" and mc["crop"] % 16:

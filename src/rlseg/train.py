@@ -53,7 +53,7 @@ class SingleClassConfig:
     encoder_batchnorm: str = "fixed"  # or "train": the reference's frozen encoder normalises with batch statistics
     encoder_head: bool = False
     encoder_features: str = "stage_ends"
-    decoder_convs: int | list[int] = 0
+    decoder_convs: int | list[int] | None = None  # None: the decoder's default (models.LIGHT_DECODER_CONVS)
     resolutions: list[int] = field(default_factory=lambda: [128, 256])
     anneal_epochs: int = 15
     sigma_start: float = 0.05
