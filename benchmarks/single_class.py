@@ -41,7 +41,7 @@ from rlseg.checkpoint import load_weights
 from rlseg.data import load_binary_masks, load_images
 from rlseg.io import write_text
 from rlseg.metrics import ConfusionMatrix, f_measure, jaccard, per_image_f_measure
-from rlseg.models import build_unet
+from rlseg.models import ALL_BLOCKS_ENCODERS, build_unet
 from rlseg.train import SingleClassConfig, predict, train_single_class
 
 SPLITS = {
@@ -170,7 +170,7 @@ def main() -> None:
     if args.decoder_convs is None:
         args.decoder_convs = [0, 1, 1, 1] if args.decoder == "light" else [0]
     if args.encoder_features is None:
-        has_all_blocks = args.encoder in ("tu-tf_efficientnet_lite0", "mobilenet_v2") and not args.encoder_head
+        has_all_blocks = args.encoder in ALL_BLOCKS_ENCODERS and not args.encoder_head
         args.encoder_features = "all_blocks" if has_all_blocks else "stage_ends"
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)

@@ -17,16 +17,19 @@ from rlseg.losses import IMAGENET_MEAN, IMAGENET_STD
 
 OFFLINE_ENCODER = "tu-tf_efficientnet_lite0"
 SINGLE_CLASS_ENCODERS = ("mobilenet_v2", "se_resnext50_32x4d", OFFLINE_ENCODER)
+ALL_BLOCKS_ENCODERS = (OFFLINE_ENCODER, "mobilenet_v2")  # encoders with an encoder_features "all_blocks" form
 MULTICLASS_ARCHS = ("deeplabv3plus", "deeplabv3_resnet101")
 # one 3x3 conv after the skip concatenations at strides 4 and 2 only: on ECSSD it lifts reg from 0.67-0.71 to 0.75
 # where convolutions at the coarse strides sink it (README, "Which decoder")
 LIGHT_DECODER_CONVS = (0, 0, 1, 1)
 
 __all__ = [
+    "ALL_BLOCKS_ENCODERS",
     "MULTICLASS_ARCHS",
     "OFFLINE_ENCODER",
     "SINGLE_CLASS_ENCODERS",
     "EncoderWeightsUnavailable",
+    "LIGHT_DECODER_CONVS",
     "LightUnetDecoder",
     "MultiClassNet",
     "SingleClassUNet",
@@ -200,8 +203,7 @@ def _all_blocks(encoder: str, pretrained: bool) -> _AllBlocksEncoder:
     if encoder == "mobilenet_v2":
         # the reference stops before MobileNetV2's last 1x1 convolution (1280 channels)
         return _AllBlocksEncoder(list(_smp_encoder(encoder, pretrained).features)[:-1])
-    raise ValueError(f"encoder_features 'all_blocks' applies to {OFFLINE_ENCODER!r} and 'mobilenet_v2', "
-                     f"not {encoder!r}")
+    raise ValueError(f"encoder_features 'all_blocks' applies to {' and '.join(ALL_BLOCKS_ENCODERS)}, not {encoder!r}")
 
 
 def _smp_encoder(encoder: str, pretrained: bool, depth: int = 5, head: bool = False) -> nn.Module:
