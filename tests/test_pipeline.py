@@ -14,7 +14,7 @@ from PIL import Image
 
 from rlseg.config import load_config
 from rlseg.models import build_unet
-from rlseg.train import SingleClassConfig
+from rlseg.pipeline import single_class_settings
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "tests" / "smoke.yaml"
@@ -130,11 +130,8 @@ def test_bad_config_stops_before_any_job(tmp_path, override, message):
 def test_default_decoder_convs_follow_the_decoder(tmp_path, decoder, convs):
     cfg = tmp_path / "decoder.yaml"
     cfg.write_text(yaml.safe_dump({"single_class": {"decoder": decoder}}))
-    settings = dict(load_config(REPO / "config.yaml", cfg)["single_class"])
-    for key in ("init", "negatives"):  # workflow keys, not training settings (as run_single_class drops them)
-        settings.pop(key)
-    arch = SingleClassConfig.from_dict(settings).arch
-    assert build_unet(arch, pretrained=False).arch["decoder_convs"] == convs
+    settings, _ = single_class_settings(load_config(REPO / "config.yaml", cfg)["single_class"])
+    assert build_unet(settings.arch, pretrained=False).arch["decoder_convs"] == convs
 
 
 def test_lint_is_clean():

@@ -32,6 +32,7 @@ __all__ = [
     "make_pseudo_gt",
     "run_single_class",
     "setup_threads",
+    "single_class_settings",
 ]
 
 
@@ -101,6 +102,15 @@ def finalize(candidate_files: Sequence[str], manifest_files: Sequence[str], clas
         log.info("class %s: %d images used -> %s", c, sum(r["status"] == "used" for r in manifests[c]), f)
 
 
+def single_class_settings(settings: dict) -> tuple[SingleClassConfig, bool]:
+    """The config's ``single_class`` block as training settings, and whether negatives are used; ``init`` and
+    ``negatives`` are the workflow's keys, not training's."""
+    cfg_dict = dict(settings)
+    cfg_dict.pop("init", None)
+    use_negatives = bool(cfg_dict.pop("negatives", False))
+    return SingleClassConfig.from_dict(cfg_dict), use_negatives
+
+
 def run_single_class(
     cls: str,
     manifest: str,
@@ -118,10 +128,7 @@ def run_single_class(
 ) -> dict:
     """Train one class's U-Net through its stages; negatives are the other classes' images (and a negatives
     folder where the source has one). True masks, where they exist, are read for monitoring only."""
-    cfg_dict = dict(settings)
-    cfg_dict.pop("init", None)
-    use_negatives = bool(cfg_dict.pop("negatives", False))
-    cfg = SingleClassConfig.from_dict(cfg_dict)
+    cfg, use_negatives = single_class_settings(settings)
     paths = used_paths(manifest)
     neg_paths: list[str] = []
     if use_negatives:
