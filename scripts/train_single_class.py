@@ -23,4 +23,5 @@ with logged(snakemake.log[0], f"train single-class {cls}"):
         negatives_dir=snakemake.params.negatives_dir,
         masks_dir=snakemake.params.masks_dir,
         device=snakemake.params.device,
+        near_duplicate_bits=snakemake.params.near_duplicate_bits,
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rlseg.evaluate import evaluate_predictions, write_scores
+from rlseg.evaluate import evaluate_predictions, label_jaccard, write_scores
 from rlseg.io import save_png
 from rlseg.metrics import ConfusionMatrix, f_measure, iou_per_class, jaccard, mean_iou, per_image_f_measure
 from rlseg.voc import voc_palette
@@ -62,3 +62,15 @@ def test_evaluate_fixed_predictions_exact_miou(tmp_path):
     write_scores(miou, rows, tmp_path / "miou.txt", tmp_path / "per_class.csv")
     assert (tmp_path / "miou.txt").read_text() == f"{expected:.2f}\n"
     assert "cat,8," in (tmp_path / "per_class.csv").read_text()
+
+
+def test_label_jaccard_per_image_mean_by_hand(tmp_path):
+    pal = voc_palette()
+    truth_a = np.array([[8, 8, 0, 0], [8, 255, 15, 0]], dtype=np.uint8)  # cat (8), a person (15), void
+    label_a = np.array([[8, 0, 8, 0], [8, 8, 8, 0]], dtype=np.uint8)
+    truth_b = np.zeros((2, 4), dtype=np.uint8)  # no cat at all, and none labelled: counts as 1
+    for name, arr in {"ta": truth_a, "la": label_a, "tb": truth_b, "lb": truth_b}.items():
+        save_png(tmp_path / f"{name}.png", arr, palette=pal)
+    # image a, void ignored: truth cat at 3 px, label cat at 4 of the 7 others, 2 shared -> 2 / 5
+    got = label_jaccard([(tmp_path / "la.png", tmp_path / "ta.png", 8), (tmp_path / "lb.png", tmp_path / "tb.png", 8)])
+    assert got == {8: pytest.approx((2 / 5 + 1.0) / 2)}

@@ -159,17 +159,37 @@ def test_too_few_images_stops_naming_the_class_and_counts(tmp_path):
         finalize_manifests({"horse": rows}, near_duplicate_bits=-1, min_images=4)
 
 
-def test_near_duplicates_under_two_classes_are_dropped_from_both():
-    from rlseg.ingest import finalize_manifests
-
+def _two_class_candidates() -> dict[str, list[dict]]:
     a = [{"path": "a1.jpg", "status": "used", "reason": "", "dhash": "ffff0000ffff0000"},
          {"path": "a2.jpg", "status": "used", "reason": "", "dhash": "ffff0000ffff0001"},
          {"path": "a3.jpg", "status": "used", "reason": "", "dhash": "0123456789abcdef"}]
     b = [{"path": "b1.jpg", "status": "used", "reason": "", "dhash": "0123456789abcdee"},
          {"path": "b2.jpg", "status": "used", "reason": "", "dhash": "00000000ffffffff"}]
-    out = finalize_manifests({"cat": a, "dog": b}, near_duplicate_bits=2)
+    return {"cat": a, "dog": b}
+
+
+def test_near_duplicates_under_two_classes_are_dropped_from_both():
+    from rlseg.ingest import finalize_manifests
+
+    out = finalize_manifests(_two_class_candidates(), near_duplicate_bits=2)
     st = {r["path"]: (r["status"], r["reason"]) for rows in out.values() for r in rows}
     assert st["a1.jpg"][0] == "used" and st["a2.jpg"] == ("skipped", "near-duplicate of a1.jpg")
     assert st["a3.jpg"][0] == "skipped" and "under class dog" in st["a3.jpg"][1]
     assert st["b1.jpg"][0] == "skipped" and "under class cat" in st["b1.jpg"][1]
     assert st["b2.jpg"][0] == "used"
+
+
+def test_shared_images_kept_under_both_classes_are_never_their_negatives(tmp_path):
+    from rlseg.ingest import finalize_manifests, negative_paths, write_manifest
+
+    out = finalize_manifests(_two_class_candidates(), near_duplicate_bits=2, shared="keep")
+    st = {r["path"]: r["status"] for rows in out.values() for r in rows}
+    assert st == {"a1.jpg": "used", "a2.jpg": "skipped", "a3.jpg": "used", "b1.jpg": "used", "b2.jpg": "used"}
+    for i, (cls, rows) in enumerate(out.items()):
+        for j, r in enumerate(rows):
+            r["sha1"] = f"{i}{j}"
+        write_manifest(tmp_path / f"{cls}.csv", rows)
+    # b1 is a near-duplicate of cat's a3 (1 bit): it holds a cat and must not push cats to background
+    assert negative_paths(tmp_path / "cat.csv", [tmp_path / "dog.csv"], near_duplicate_bits=2) == ["b2.jpg"]
+    assert negative_paths(tmp_path / "dog.csv", [tmp_path / "cat.csv"], near_duplicate_bits=2) == ["a1.jpg"]
+    assert negative_paths(tmp_path / "cat.csv", [tmp_path / "dog.csv"], near_duplicate_bits=-1) == ["b1.jpg", "b2.jpg"]

@@ -77,9 +77,12 @@ KILLED_TRAINING = textwrap.dedent("""
     g = torch.Generator().manual_seed(0)
     images = (torch.rand(96, 3, 64, 64, generator=g) * 255).to(torch.uint8)
     images[:, :, 16:48, 16:48] = 220
-    cfg = SingleClassConfig(resolutions=[64], anneal_epochs=2, normal_epochs=3, batch_size=8,
-                            decoder_channels=[32, 16, 16, 8, 8])
-    out = train_single_class(cfg, lambda r: (images, None, None), sys.argv[1], device="cpu")
+    negatives = (torch.rand(64, 3, 64, 64, generator=g) * 255).to(torch.uint8)
+    # the negative stage draws a fresh sample of negatives each epoch: the rerun must draw the same ones
+    cfg = SingleClassConfig(resolutions=[64], anneal_epochs=2, normal_epochs=3, negative_epochs=2, batch_size=8,
+                            negative_ratio=0.25, decoder_channels=[32, 16, 16, 8, 8])
+    out = train_single_class(cfg, lambda r: (images, negatives, None), sys.argv[1], device="cpu",
+                             with_negatives=True)
 """)
 
 

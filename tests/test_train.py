@@ -11,7 +11,15 @@ from torch.optim.optimizer import register_optimizer_step_pre_hook
 from rlseg.checkpoint import CheckpointMismatch, load_weights, save_weights
 from rlseg.losses import anneal_sigmas
 from rlseg.models import build_unet
-from rlseg.train import FeatureCache, NonFiniteLossError, SingleClassConfig, fit, stage_plans, train_single_class
+from rlseg.train import (
+    FeatureCache,
+    NonFiniteLossError,
+    SingleClassConfig,
+    fit,
+    negative_sample,
+    stage_plans,
+    train_single_class,
+)
 
 TINY = dict(resolutions=[64], anneal_epochs=2, normal_epochs=2, transfer_epochs=1, negative_epochs=1, batch_size=4,
             decoder_channels=[16, 8, 8, 8, 8])
@@ -233,3 +241,26 @@ def test_feature_cache_is_off_while_the_encoder_batchnorm_trains(tmp_path):
     images, _ = tiny_data()
     fit(model, images, stage_plans(cfg, "normal"), cfg, tmp_path / "c.pt", {}, device=torch.device("cpu"))
     assert sum(calls) == 3 * len(images) and max(calls) == cfg.batch_size
+
+
+def test_negative_sample_is_fresh_each_epoch_deterministic_and_sized_by_the_ratio():
+    a = [negative_sample(0, 0, e, n_pos=10, n_neg=100, ratio=1.5) for e in range(3)]
+    assert [len(s) for s in a] == [15, 15, 15]
+    assert all(len(set(s.tolist())) == 15 and int(s.max()) < 100 for s in a)
+    assert not torch.equal(a[0], a[1])  # a fresh sample every epoch
+    assert all(torch.equal(x, negative_sample(0, 0, e, 10, 100, 1.5)) for e, x in enumerate(a))  # same on rerun
+    assert not torch.equal(a[0], negative_sample(1, 0, 0, 10, 100, 1.5))  # another seed, another sample
+    assert torch.equal(negative_sample(0, 0, 0, 10, 100, 0), torch.arange(100))  # 0: all of them
+    assert torch.equal(negative_sample(0, 0, 0, 10, 12, 2.0), torch.arange(12))  # asks for more than there are
+
+
+def test_negative_epoch_sees_only_its_sample(tmp_path):
+    cfg = SingleClassConfig(**{**TINY, "negative_epochs": 3, "negative_ratio": 0.5, "feature_cache_mb": 0})
+    model = build_unet(cfg.arch, pretrained=False)
+    images, _ = tiny_data(n=6)
+    negatives = tiny_data(n=20, seed=1)[0]
+    seen: list[int] = []
+    model.encoder.register_forward_hook(lambda m, i, o: seen.append(i[0].shape[0]))
+    fit(model, images, stage_plans(cfg, "negative"), cfg, tmp_path / "n.pt", {"n": 1}, negatives=negatives,
+        device=torch.device("cpu"))
+    assert sum(seen) == 3 * (6 + 3)  # each epoch: the class's 6 images and ceil(0.5 x 6) negatives

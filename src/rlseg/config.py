@@ -11,7 +11,8 @@ from pathlib import Path
 
 import yaml
 
-SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+# the package carries the schema (workflow/schemas/ links to it), so the library works outside a checkout
+SCHEMA = Path(__file__).resolve().with_name("config.schema.yaml")
 
 __all__ = ["ConfigError", "check_config", "load_config"]
 

@@ -12,7 +12,7 @@ from rlseg.imageio import load_mask
 from rlseg.io import write_csv, write_text
 from rlseg.metrics import ConfusionMatrix, iou_per_class
 
-__all__ = ["evaluate_predictions", "remap_truth", "write_scores"]
+__all__ = ["evaluate_predictions", "label_jaccard", "pseudo_label_jaccard", "remap_truth", "write_scores"]
 
 
 def remap_truth(mask: np.ndarray, ids: Sequence[int]) -> np.ndarray:
@@ -60,3 +60,42 @@ def write_scores(
     """mIoU as one number (percent, two decimals) and the per-class CSV."""
     write_text(Path(miou_path), f"{miou:.2f}\n")
     write_csv(per_class_path, rows, ["class", "id", "iou"])
+
+
+def label_jaccard(
+    triples: Sequence[tuple[str | os.PathLike, str | os.PathLike, int]],
+) -> dict[int, float]:
+    """Per-class Jaccard of binary labels against true masks, as co-segmentation scores it (the paper's Table 5).
+
+    Args:
+        triples: (label PNG, true mask, class id): the label's pixels equal to the class id are the object, as are
+            the true mask's; void (255) in the true mask is ignored. Both hold label ids (VOC ids or 1..K).
+    Returns:
+        {class id: mean over that class's images of each image's object Jaccard}; an image whose object is absent
+        from both label and mask counts as 1.
+    """
+    scores: dict[int, list[float]] = {}
+    for label_path, mask_path, cid in triples:
+        truth = load_mask(mask_path, num_classes=256)
+        label = load_mask(label_path, size=(truth.shape[1], truth.shape[0]), num_classes=256)
+        keep = truth != 255
+        t, p = truth[keep] == cid, label[keep] == cid
+        union = int((t | p).sum())
+        scores.setdefault(int(cid), []).append(float((t & p).sum()) / union if union else 1.0)
+    return {c: float(np.mean(v)) for c, v in scores.items()}
+
+
+def pseudo_label_jaccard(results: str | os.PathLike, masks: str | os.PathLike, classes: Sequence[str],
+                         ids: dict[str, int]) -> dict[str, float]:
+    """Each class's pseudo labels (``results/pseudo_gt/<class>/pairs.csv``) on its own training images against
+    the true masks in ``masks`` (``<image stem>.png``): :func:`label_jaccard` per class, by class name.
+
+    Scoring only: the workflow never reads these masks while training.
+    """
+    from rlseg.ingest import read_manifest
+
+    results, masks = Path(results), Path(masks)
+    triples = [(results.parent / r["label"], masks / f"{Path(r['image']).stem}.png", ids[c])
+               for c in classes for r in read_manifest(results / "pseudo_gt" / c / "pairs.csv")]
+    by_id = label_jaccard(triples)
+    return {c: round(by_id[ids[c]], 4) for c in classes}

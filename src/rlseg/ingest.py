@@ -33,6 +33,7 @@ __all__ = [
     "dhash",
     "finalize_manifests",
     "folder_images",
+    "negative_paths",
     "read_manifest",
     "used_paths",
     "write_manifest",
@@ -113,13 +114,14 @@ def check_files(
 
 
 def finalize_manifests(
-    candidates: dict[str, list[dict]], near_duplicate_bits: int = 4, min_images: int = 1
+    candidates: dict[str, list[dict]], near_duplicate_bits: int = 4, min_images: int = 1, shared: str = "drop"
 ) -> dict[str, list[dict]]:
     """Turn each class's candidate rows into its manifest rows.
 
     Within a class, a near-duplicate (difference hash within ``near_duplicate_bits`` bits; -1 turns this off)
-    of an earlier image is skipped. An image with a near-duplicate under another class is dropped from both
-    classes and logged: its label is ambiguous.
+    of an earlier image is skipped. An image with a near-duplicate under another class is, with ``shared``
+    ``"drop"``, dropped from both classes and logged (its label is ambiguous); with ``"keep"`` it stays under
+    both, as a photo that holds both (it is then never a negative of either: :func:`negative_paths`).
 
     Raises:
         TooFewImagesError: naming every class left with fewer than ``min_images`` used images, and the counts.
@@ -138,7 +140,7 @@ def finalize_manifests(
                     r.update(status="skipped", reason=f"near-duplicate of {twin['path']}")
                 else:
                     kept[cls].append((h, r))
-        classes = list(kept)
+        classes = list(kept) if shared == "drop" else []
         for i, a in enumerate(classes):
             for b in classes[i + 1 :]:
                 for ha, ra in kept[a]:
@@ -174,3 +176,23 @@ def read_manifest(path: str | os.PathLike) -> list[dict]:
 def used_paths(path: str | os.PathLike) -> list[str]:
     """Paths of the used images of a manifest, in manifest order."""
     return [r["path"] for r in read_manifest(path) if r["status"] == "used"]
+
+
+def negative_paths(own: str | os.PathLike, others: Sequence[str | os.PathLike], near_duplicate_bits: int = 4
+                   ) -> list[str]:
+    """The used images of the ``others`` manifests that may serve as a class's negatives: every one that is not
+    the same file (SHA-1) as one of the class's own images in ``own``, nor a near-duplicate of one (difference
+    hash within ``near_duplicate_bits``; -1 compares SHA-1 only), nor listed twice. A photo found under two
+    classes holds both, so it must not push either to background."""
+    mine = [r for r in read_manifest(own) if r["status"] == "used"]
+    sha = {r["sha1"] for r in mine}
+    hashes = [int(r["dhash"], 16) for r in mine if r.get("dhash")] if near_duplicate_bits >= 0 else []
+    out: dict[str, None] = {}
+    for m in others:
+        for r in read_manifest(m):
+            if r["status"] != "used" or r["sha1"] in sha:
+                continue
+            if r.get("dhash") and any(hamming(int(r["dhash"], 16), h) <= near_duplicate_bits for h in hashes):
+                continue
+            out[r["path"]] = None
+    return list(out)

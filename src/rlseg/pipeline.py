@@ -11,17 +11,22 @@ from collections.abc import Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
-from rlseg.checkpoint import load_weights
-from rlseg.data import load_images, load_label_masks, resized_tensor
+from rlseg.data import load_images, load_label_masks
 from rlseg.imageio import load_image
-from rlseg.ingest import check_files, finalize_manifests, folder_images, read_manifest, used_paths, write_manifest
+from rlseg.ingest import (
+    check_files,
+    finalize_manifests,
+    folder_images,
+    negative_paths,
+    read_manifest,
+    used_paths,
+    write_manifest,
+)
 from rlseg.io import atomic_path, save_png, write_csv
-from rlseg.models import build_unet
-from rlseg.train import SingleClassConfig, predict, resolve_device, train_single_class
+from rlseg.train import SingleClassConfig, resolve_device, train_single_class
 from rlseg.voc import voc_palette
 
 log = logging.getLogger("rlseg")
@@ -93,10 +98,11 @@ def ingest_class(cls: str, images: dict, web: dict, results: str, candidates: st
 
 
 def finalize(candidate_files: Sequence[str], manifest_files: Sequence[str], classes: Sequence[str],
-             near_duplicate_bits: int, min_images: int) -> None:
-    """Write every class's manifest from the candidates: near-duplicates dropped, too-small classes refused."""
+             near_duplicate_bits: int, min_images: int, shared: str = "drop") -> None:
+    """Write every class's manifest from the candidates: near-duplicates dropped (under two classes: ``shared``),
+    too-small classes refused."""
     candidates = {c: read_manifest(f) for c, f in zip(classes, candidate_files, strict=True)}
-    manifests = finalize_manifests(candidates, near_duplicate_bits, min_images)
+    manifests = finalize_manifests(candidates, near_duplicate_bits, min_images, shared)
     for c, f in zip(classes, manifest_files, strict=True):
         write_manifest(f, manifests[c])
         log.info("class %s: %d images used -> %s", c, sum(r["status"] == "used" for r in manifests[c]), f)
@@ -125,16 +131,17 @@ def run_single_class(
     negatives_dir: str | None = None,
     masks_dir: str | None = None,
     device: str = "auto",
+    near_duplicate_bits: int = 4,
 ) -> dict:
-    """Train one class's U-Net through its stages; negatives are the other classes' images (and a negatives
-    folder where the source has one). True masks, where they exist, are read for monitoring only."""
+    """Train one class's U-Net through its stages; negatives are the other classes' images that are not (near-)
+    duplicates of the class's own (:func:`rlseg.ingest.negative_paths`), and a negatives folder where the source
+    has one. True masks, where they exist, are read for monitoring only."""
     cfg, use_negatives = single_class_settings(settings)
     paths = used_paths(manifest)
     neg_paths: list[str] = []
     if use_negatives:
-        for other, m in zip(classes, all_manifests, strict=True):
-            if other != cls:
-                neg_paths += used_paths(m)
+        others = [m for other, m in zip(classes, all_manifests, strict=True) if other != cls]
+        neg_paths = negative_paths(manifest, others, near_duplicate_bits)
         if negatives_dir and Path(negatives_dir).is_dir():
             neg_paths += [str(p) for p in folder_images(negatives_dir)]
     mask_paths = None
@@ -164,11 +171,10 @@ def make_pseudo_gt(model_path: str, manifest: str, class_id: int, out_pairs: str
                    batch_size: int = 32) -> int:
     """Label each of the class's images with its CNN: object -> class id, else 0, as VOC palette PNGs at the
     image's original size; writes the (image, label) pairs CSV. Returns the number of images labelled."""
+    from rlseg.inference import load_model, segment
+
     dev = resolve_device(device)
-    blob = load_weights(model_path)
-    model = build_unet(blob["arch"], pretrained=False)
-    model.load_state_dict(blob["state_dict"])
-    res = int(blob["meta"].get("resolution", 128))
+    model = load_model(model_path, dev)
     paths = used_paths(manifest)
     outdir = Path(out_pairs).parent
     pal = voc_palette()
@@ -176,11 +182,7 @@ def make_pseudo_gt(model_path: str, manifest: str, class_id: int, out_pairs: str
     for i in tqdm(range(0, len(paths), batch_size), desc="pseudo-gt", mininterval=5):
         chunk = paths[i : i + batch_size]
         images = [load_image(p) for p in chunk]  # decoded once: resized for the CNN, sized for the label
-        probs = predict(model, torch.stack([resized_tensor(im, res) for im in images]), device=dev)
-        for p, im, prob in zip(chunk, images, probs, strict=True):
-            w, h = im.size
-            full = torch.nn.functional.interpolate(prob[None, None], size=(h, w), mode="bilinear", align_corners=False)
-            label = np.where(full[0, 0].numpy() > 0.5, class_id, 0).astype(np.uint8)
+        for p, label in zip(chunk, segment(model, images, dev, class_id), strict=True):
             out = outdir / f"{Path(p).stem}.png"
             save_png(out, label, palette=pal)
             rows.append({"image": p, "label": str(out), "object_fraction": round(float(label.mean() / class_id), 4)})
@@ -195,8 +197,11 @@ def write_json(path: str | os.PathLike, obj: dict) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
-def base_model_images(base: dict, results: str) -> list[Path]:
-    """Images of the base data set: Oxford-IIIT Pet (cats and dogs as one class) or a folder."""
+def base_model_images(base: dict, results: str, manifests: Sequence[str] = ()) -> list[Path]:
+    """Images of the base data set: Oxford-IIIT Pet (cats and dogs as one class), a folder, or every configured
+    class's used images together (``classes``: one class-agnostic model, nothing from outside)."""
+    if base["source"] == "classes":
+        return [Path(p) for p in dict.fromkeys(p for m in manifests for p in used_paths(m))]
     if base["source"] == "folder":
         if not base.get("root") or not Path(base["root"]).is_dir():
             raise FileNotFoundError(f"base_model.root: folder {base.get('root')!r} missing")
@@ -213,9 +218,10 @@ def base_model_images(base: dict, results: str) -> list[Path]:
 
 
 def run_base_model(base: dict, settings: dict, results: str, model_out: str, history_out: str, outdir: str,
-                   device: str = "auto") -> None:
-    """Train the base model (annealing + normal stages, no negatives) on the base data set."""
-    files = base_model_images(base, results)
+                   device: str = "auto", manifests: Sequence[str] = ()) -> None:
+    """Train the base model (annealing + normal stages, no negatives) on the base data set; ``manifests`` are
+    the classes' manifests, read when ``base["source"] == "classes"``."""
+    files = base_model_images(base, results, manifests)
     manifest = Path(outdir) / "manifest.csv"
     write_manifest(manifest, finalize_manifests({"base": check_files(files, min_side=32)})["base"])
     cfg = {**settings, "negatives": False}
@@ -259,18 +265,14 @@ def resolve_eval_set(settings: dict, results: str, index_out: str) -> None:
 
 def predict_eval_set(model_path: str, index: str, pairs_out: str, outdir: str | Path, device: str = "auto") -> None:
     """Predict every evaluation image with the multi-class network; PNGs (label ids) under ``outdir``."""
-    from rlseg.models import build_multiclass
-    from rlseg.multiclass import predict_full
+    from rlseg.inference import load_model, segment
 
     dev = resolve_device(device)
-    blob = load_weights(model_path)
-    model = build_multiclass(blob["arch"], pretrained=False)
-    model.load_state_dict(blob["state_dict"])
-    model.to(dev).eval()
+    model = load_model(model_path, dev)
     pal = voc_palette()
     rows = []
     for r in tqdm(read_manifest(index), desc="predict", mininterval=5):
-        pred = predict_full(model, load_image(r["image"], min_side=1), dev)
+        pred = segment(model, [load_image(r["image"], min_side=1)], dev)[0]
         out = Path(outdir) / f"{r['id']}.png"
         save_png(out, pred, palette=pal)
         rows.append({"id": r["id"], "mask": r["mask"], "prediction": str(out)})

@@ -9,6 +9,7 @@ the benchmarks all call :func:`train_single_class`.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -31,6 +32,7 @@ __all__ = [
     "NonFiniteLossError",
     "SingleClassConfig",
     "fit",
+    "negative_sample",
     "predict",
     "resolve_device",
     "stage_plans",
@@ -66,6 +68,7 @@ class SingleClassConfig:
     lambda_vol: float = 1.0
     lambda_pos: float = 1.0
     lambda_neg: float = 2.0
+    negative_ratio: float = 0.0  # negatives drawn afresh each negative epoch per own image; 0: all, every epoch
     lambda_s: float = 5.0
     vol_target: float = 0.5
     vol_minimum: float = 0.15
@@ -162,6 +165,17 @@ def _epoch_order(seed: int, tag: int, epoch: int, n: int, flip: bool) -> tuple[t
     return order, flips
 
 
+def negative_sample(seed: int, tag: int, epoch: int, n_pos: int, n_neg: int, ratio: float) -> torch.Tensor:
+    """Indices of the negatives one negative epoch uses: ``ceil(ratio * n_pos)`` of the ``n_neg`` drawn without
+    replacement (all of them when ``ratio`` is 0 or asks for more), sorted. A pure function of (seed, stage,
+    epoch), like the data order, so a resumed run draws the same sample; a fresh sample every epoch."""
+    k = n_neg if ratio <= 0 else min(n_neg, math.ceil(ratio * n_pos))
+    if k == n_neg:
+        return torch.arange(n_neg)
+    g = torch.Generator().manual_seed(seed * 1_000_003 + tag * 10_007 + epoch + 7_919 * 1_000_033)
+    return torch.randperm(n_neg, generator=g)[:k].sort().values
+
+
 class FeatureCache:
     """The frozen encoder's features of each (image, flip), computed on first use and reused every later epoch.
 
@@ -237,7 +251,10 @@ def fit(
             optimizer.state.clear()
         loss_fn = cfg.loss(plan.weights)
         pool_neg = negatives if (plan.negatives and negatives is not None and len(negatives)) else None
-        n = n_pos + (len(pool_neg) if pool_neg is not None else 0)
+        # epoch index n_pos + j is negative neg_ids[j]: the cache keys stay the negatives' own indices
+        neg_ids = (negative_sample(cfg.seed, tag, epoch, n_pos, len(pool_neg), cfg.negative_ratio)
+                   if pool_neg is not None else torch.empty(0, dtype=torch.long))
+        n = n_pos + len(neg_ids)
         order, flips = _epoch_order(cfg.seed, tag, epoch, n, cfg.flip)
         model.train()
         sums: dict[str, float] = {}
@@ -248,8 +265,9 @@ def fit(
             is_neg = idx >= n_pos
             pos_idx = idx[~is_neg]
             parts = [images[pos_idx]]
-            if pool_neg is not None and bool(is_neg.any()):
-                parts.append(pool_neg[idx[is_neg] - n_pos])
+            neg_idx = neg_ids[idx[is_neg] - n_pos]
+            if len(neg_idx):
+                parts.append(pool_neg[neg_idx])
             batch = torch.cat(parts)
             neg_flags = torch.cat([torch.zeros(len(pos_idx), dtype=torch.bool),
                                    torch.ones(len(batch) - len(pos_idx), dtype=torch.bool)])
@@ -260,7 +278,7 @@ def fit(
                 if cache is None:
                     probs = model(x)
                 else:
-                    keys = [(int(i), bool(f)) for i, f in zip(torch.cat([pos_idx, idx[is_neg]]), fl, strict=True)]
+                    keys = [(int(i), bool(f)) for i, f in zip(torch.cat([pos_idx, n_pos + neg_idx]), fl, strict=True)]
                     probs = model.decode(cache.features(model, x, keys))
             probs = probs.float()
             m = None

@@ -36,6 +36,10 @@ def base_model(wildcards):
     return [f"{R}/base_model/model_final.pt"] if config["single_class"]["init"] == "base" else []
 
 
+def base_manifests():
+    return manifests() if config["base_model"]["source"] == "classes" else []
+
+
 def pascal_index():
     return [f"{R}/voc/pascal_single.csv"] if SOURCE == "voc_single" else []
 

@@ -77,6 +77,7 @@ rule manifests:
         classes=CLASSES,
         near_duplicate_bits=config["images"]["near_duplicate_bits"],
         min_images=config["images"]["min_images"],
+        shared=config["images"]["shared"],
     log:
         f"{R}/logs/manifests.log",
     benchmark:

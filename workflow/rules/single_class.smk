@@ -2,6 +2,8 @@
 
 
 rule train_base_model:
+    input:
+        manifests=base_manifests(),
     output:
         f"{R}/base_model/model_final.pt",
         history=f"{R}/base_model/history.csv",
@@ -40,6 +42,7 @@ rule train_single_class:
         device=config["device"],
         negatives_dir=f"{R}/world/negatives" if SOURCE == "synthetic" else None,
         masks_dir=f"{R}/world/masks" if SOURCE == "synthetic" else None,
+        near_duplicate_bits=config["images"]["near_duplicate_bits"],
     log:
         f"{R}/logs/train_single_class/{{cls}}.log",
     benchmark:

@@ -1,0 +1,178 @@
+"""The workflow on real photographs: MSRC-v2 (shared, VOC layout), measured against its upper bound.
+
+One JSON line per figure, then a summary table and the acceptance checks of the real-photographs issue:
+
+1. ``configs/msrc.yaml`` end to end (PascalSingle training images, ``val`` scored): pipeline mIoU and per-class
+   IoU; the upper bound (the same multi-class network on the true masks of the same training images); the pseudo
+   labels' own per-class Jaccard on their training images against the true masks (the paper's Table 5 measure);
+   wall time per stage;
+2. the same run with the regularized loss off (lambda_reg = 0 in every stage);
+3. the same run from class folders as a web search would return them: every ``train`` image that holds the class,
+   multi-class images included, negatives on;
+4. a per-pixel colour classifier fitted on the true masks of the training images;
+5. the single-class results on ECSSD and Weizmann Horse that ``benchmarks/single_class.py`` cached.
+
+    python benchmarks/real_photos.py [--data ../shared/data/msrc_v2] [--work results/benchmarks/real_photos]
+        [--config configs/msrc.yaml] [--cores 2] [--only main lambda_reg_0 folders]
+
+Finished workflow runs are reused (Snakemake reruns nothing that is up to date).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from rlseg.baselines import colour_baseline_miou
+from rlseg.evaluate import pseudo_label_jaccard
+from rlseg.ingest import read_manifest
+from rlseg.voc import class_ids
+
+REPO = Path(__file__).resolve().parents[1]
+RUNS = ("main", "lambda_reg_0", "folders")
+
+
+def emit(figure: str, **values) -> dict:
+    row = {"figure": figure, **values}
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def run_workflow(workdir: Path, config: Path, override: dict) -> float:
+    """Run the workflow in ``workdir`` with ``config.yaml``, ``config`` and ``override``; returns the wall time."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "override.yaml").write_text(yaml.safe_dump(override))
+    t0 = time.time()
+    subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
+                    "--cores", str(override.pop("_cores")), "--configfile", str(REPO / "config.yaml"), str(config),
+                    str(workdir / "override.yaml")], check=True)
+    return time.time() - t0
+
+
+def class_folders(data: Path, classes: list[str], out: Path) -> Path:
+    """Class folders as a web search would fill them: every ``train`` image holding the class (from index.csv)."""
+    jpegs = data / "VOCdevkit" / "VOC2012" / "JPEGImages"
+    with open(data / "index.csv", newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["split"] == "train"]
+    for cls in classes:
+        folder = out / cls
+        folder.mkdir(parents=True, exist_ok=True)
+        for r in rows:
+            if cls in r["voc_classes"].split(";"):
+                target = folder / f"{r['image']}.jpg"
+                if not target.exists():
+                    shutil.copyfile(jpegs / f"{r['image']}.jpg", target)
+    return out
+
+
+def per_class_iou(path: Path) -> dict[str, float]:
+    with open(path, newline="") as fh:
+        return {r["class"]: float(r["iou"]) for r in csv.DictReader(fh)}
+
+
+def stage_seconds(results: Path) -> dict[str, float]:
+    """Job seconds per rule, summed over its per-class jobs (Snakemake's benchmark files); the two multi-class
+    variants are kept apart."""
+    out: dict[str, float] = {}
+    bench = results / "benchmarks"
+    for tsv in sorted(bench.rglob("*.tsv")):
+        parts = tsv.relative_to(bench).with_suffix("").parts
+        rule = "/".join(parts) if parts[0] in ("train_multiclass", "predict") else parts[0]
+        with open(tsv, newline="") as fh:
+            secs = float(next(csv.DictReader(fh, delimiter="\t"))["s"])
+        out[rule] = round(out.get(rule, 0.0) + secs, 1)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "msrc_v2")
+    ap.add_argument("--work", type=Path, default=Path("results/benchmarks/real_photos"))
+    ap.add_argument("--config", type=Path, default=REPO / "configs" / "msrc.yaml")
+    ap.add_argument("--single-class", type=Path, default=Path("results/benchmarks/single_class"),
+                    help="folder of benchmarks/single_class.py's cached results")
+    ap.add_argument("--cores", type=int, default=2)
+    ap.add_argument("--only", nargs="+", choices=RUNS, default=list(RUNS))
+    args = ap.parse_args()
+    data, work = args.data.resolve(), args.work.resolve()
+    if not (data / "index.csv").is_file():
+        sys.exit(f"{data}: no MSRC-v2 here (index.csv missing); pass --data")
+    config = yaml.safe_load(args.config.read_text())
+    classes = config["classes"]
+    voc = data / "VOCdevkit" / "VOC2012"
+    masks = voc / "SegmentationClass"
+    sources = {"images": {"root": str(data)}, "eval": {"root": str(voc)}, "_cores": args.cores}
+    overrides = {
+        "main": sources,
+        "lambda_reg_0": {**sources, "single_class": {"lambda_reg": 0, "lambda_reg_anneal": 0}, "upper_bound": False},
+        "folders": {**sources, "images": {"source": "folder", "root": str(class_folders(data, classes,
+                                                                                         work / "class_folders"))},
+                    "upper_bound": False},
+    }
+    rows = []
+    for name in args.only:
+        wall = run_workflow(work / name, args.config, dict(overrides[name]))
+        results = work / name / "results"
+        miou = float((results / "voc_miou.txt").read_text())
+        jac = pseudo_label_jaccard(results, masks, classes, class_ids(classes))
+        rows.append(emit(f"{name}_miou", value=miou, per_class=per_class_iou(results / "voc_per_class_iou.csv")))
+        rows.append(emit(f"{name}_pseudo_label_jaccard", value=round(float(np.mean(list(jac.values()))), 4),
+                         per_class=jac))
+        rows.append(emit(f"{name}_wall_s", value=round(wall, 1), per_stage=stage_seconds(results)))
+        if name == "main" and (results / "upper_bound_miou.txt").is_file():
+            rows.append(emit("upper_bound_miou", value=float((results / "upper_bound_miou.txt").read_text()),
+                             per_class=per_class_iou(results / "upper_bound_per_class_iou.csv")))
+    main_results = work / "main" / "results"
+    if (main_results / "ground_truth" / "pairs.csv").is_file():
+        train = [(r["image"], r["label"]) for r in read_manifest(main_results / "ground_truth" / "pairs.csv")]
+        evals = [(r["image"], r["mask"]) for r in read_manifest(main_results / "eval" / "index.csv")]
+        ids = list(class_ids(classes).values())
+        rows.append(emit("colour_classifier_miou", value=round(colour_baseline_miou(train, evals, ids), 2)))
+    for f in sorted(args.single_class.glob("*.json")):
+        r = json.loads(f.read_text())
+        rows.append(emit(f"single_class_{f.stem}", value=r.get("f_measure"), **{k: v for k, v in r.items()
+                                                                               if k != "f_measure"}))
+    summary(rows)
+
+
+def summary(rows: list[dict]) -> None:
+    got = {r["figure"]: r for r in rows}
+    print("\n| figure | value |\n|---|---|")
+    for r in rows:
+        if isinstance(r.get("value"), (int, float)):
+            print(f"| {r['figure']} | {r['value']} |")
+    v = {k: r["value"] for k, r in got.items()}
+    checks = {}
+    if "main_pseudo_label_jaccard" in v:
+        jac = got["main_pseudo_label_jaccard"]["per_class"]
+        checks["pseudo-label Jaccard >= 0.60"] = v["main_pseudo_label_jaccard"] >= 0.60
+        checks["no class's pseudo-label Jaccard below 0.40"] = min(jac.values()) >= 0.40
+        checks["pipeline mIoU >= 62"] = v["main_miou"] >= 62
+        checks["whole MSRC run <= 30 min"] = v["main_wall_s"] <= 1800
+    if "upper_bound_miou" in v:
+        checks["upper bound >= 68"] = v["upper_bound_miou"] >= 68
+        checks["pipeline >= 0.85 x upper bound"] = v["main_miou"] >= 0.85 * v["upper_bound_miou"]
+    if "folders_pseudo_label_jaccard" in v and "main_pseudo_label_jaccard" in v:
+        checks["folders: Jaccard within 3 points of voc_single"] = (
+            v["folders_pseudo_label_jaccard"] >= v["main_pseudo_label_jaccard"] - 0.03)
+        checks["folders: no class below 0.30"] = min(got["folders_pseudo_label_jaccard"]["per_class"].values()) >= 0.30
+    if "lambda_reg_0_miou" in v and "main_miou" in v:
+        checks["lambda_reg = 0 >= 10 points lower"] = v["lambda_reg_0_miou"] <= v["main_miou"] - 10
+    if "colour_classifier_miou" in v and "main_miou" in v:
+        checks["colour classifier >= 15 points lower"] = v["colour_classifier_miou"] <= v["main_miou"] - 15
+    print()
+    for k, ok in checks.items():
+        print(f"{'PASS' if ok else 'FAIL'}  {k}")
+
+
+if __name__ == "__main__":
+    main()

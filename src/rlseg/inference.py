@@ -1,0 +1,68 @@
+"""Inference with a model the workflow wrote: single-class U-Nets and multi-class networks, masks at image size."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from rlseg.checkpoint import load_weights
+from rlseg.data import resized_tensor
+from rlseg.models import build_multiclass, build_unet
+from rlseg.train import predict
+
+__all__ = ["LoadedModel", "load_model", "overlay", "segment"]
+
+
+@dataclass
+class LoadedModel:
+    """A model read back from its weights file: ``kind`` is ``single_class`` or ``multiclass``; a single-class
+    model runs at ``resolution`` px."""
+
+    net: torch.nn.Module
+    kind: str
+    resolution: int
+
+
+def load_model(path: str | os.PathLike, device: torch.device) -> LoadedModel:
+    """Read a single-class (``model_final.pt``) or multi-class (``multiclass/*/model.pt``) weights file."""
+    blob = load_weights(path)
+    if "num_classes" in blob["arch"]:
+        net, kind, res = build_multiclass(blob["arch"], pretrained=False), "multiclass", 0
+    else:
+        net, kind = build_unet(blob["arch"], pretrained=False), "single_class"
+        res = int(blob["meta"].get("resolution", 128))
+    net.load_state_dict(blob["state_dict"])
+    return LoadedModel(net.to(device).eval(), kind, res)
+
+
+def segment(model: LoadedModel, images: Sequence[Image.Image], device: torch.device, class_id: int = 1
+            ) -> list[np.ndarray]:
+    """Label maps (uint8, at each image's size) for a batch of RGB images: a single-class model's object pixels
+    get ``class_id`` (probability > 0.5 after bilinear upsampling of its output), a multi-class model's argmax
+    its label ids (single scale, full resolution)."""
+    if model.kind == "multiclass":
+        from rlseg.multiclass import predict_full
+
+        return [predict_full(model.net, im, device) for im in images]
+    probs = predict(model.net, torch.stack([resized_tensor(im, model.resolution) for im in images]), device=device)
+    out = []
+    for im, prob in zip(images, probs, strict=True):
+        w, h = im.size
+        full = F.interpolate(prob[None, None], size=(h, w), mode="bilinear", align_corners=False)[0, 0]
+        out.append(np.where(full.numpy() > 0.5, class_id, 0).astype(np.uint8))
+    return out
+
+
+def overlay(image: Image.Image, label: np.ndarray, palette: np.ndarray, alpha: float = 0.5) -> Image.Image:
+    """The image with each labelled pixel tinted by its palette colour (background left as it is)."""
+    rgb = np.asarray(image, dtype=np.float32)
+    colour = palette[label].astype(np.float32)
+    mask = (label > 0) & (label != 255)
+    rgb[mask] = (1 - alpha) * rgb[mask] + alpha * colour[mask]
+    return Image.fromarray(rgb.round().astype(np.uint8))
