@@ -47,13 +47,13 @@ def emit(figure: str, **values) -> dict:
     return row
 
 
-def run_workflow(workdir: Path, config: Path, override: dict) -> float:
+def run_workflow(workdir: Path, config: Path, override: dict, cores: int) -> float:
     """Run the workflow in ``workdir`` with ``config.yaml``, ``config`` and ``override``; returns the wall time."""
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "override.yaml").write_text(yaml.safe_dump(override))
     t0 = time.time()
     subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
-                    "--cores", str(override.pop("_cores")), "--configfile", str(REPO / "config.yaml"), str(config),
+                    "--cores", str(cores), "--configfile", str(REPO / "config.yaml"), str(config),
                     str(workdir / "override.yaml")], check=True)
     return time.time() - t0
 
@@ -110,17 +110,18 @@ def main() -> None:
     classes = config["classes"]
     voc = data / "VOCdevkit" / "VOC2012"
     masks = voc / "SegmentationClass"
-    sources = {"images": {"root": str(data)}, "eval": {"root": str(voc)}, "_cores": args.cores}
+    sources = {"images": {"root": str(data)}, "eval": {"root": str(voc)}}
     overrides = {
         "main": sources,
         "lambda_reg_0": {**sources, "single_class": {"lambda_reg": 0, "lambda_reg_anneal": 0}, "upper_bound": False},
-        "folders": {**sources, "images": {"source": "folder", "root": str(class_folders(data, classes,
-                                                                                         work / "class_folders"))},
+        # a photo holding two classes sits in both folders: kept under both, never a negative of either
+        "folders": {**sources, "images": {"source": "folder", "shared": "keep",
+                                          "root": str(class_folders(data, classes, work / "class_folders"))},
                     "upper_bound": False},
     }
     rows = []
     for name in args.only:
-        wall = run_workflow(work / name, args.config, dict(overrides[name]))
+        wall = run_workflow(work / name, args.config, overrides[name], args.cores)
         results = work / name / "results"
         miou = float((results / "voc_miou.txt").read_text())
         jac = pseudo_label_jaccard(results, masks, classes, class_ids(classes))
