@@ -37,21 +37,12 @@ IMAGE_CHECKS = ("min_side", "max_pixels", "near_duplicate_bits")  # the images k
 
 
 def _flag_type(spec: dict):
+    """The argparse type of a schema entry: numbers and strings as themselves, lists and unions as YAML
+    (``--resolutions '[128, 256]'``, ``--decoder-convs 0``)."""
     types = spec.get("type")
-    types = types if isinstance(types, list) else [types]
-    if "array" in types or "oneOf" in spec:
-        return None  # lists and unions: YAML syntax on the command line, e.g. --resolutions '[128, 256]'
-    if "boolean" in types:
-        return None
-    if "integer" in types:
-        return int
-    if "number" in types:
-        return float
-    return str
-
-
-def _yaml_value(text: str):
-    return yaml.safe_load(text)
+    if "oneOf" in spec or isinstance(types, list) or types == "array":
+        return yaml.safe_load
+    return {"integer": int, "number": float}.get(types, str)
 
 
 def _add_train(sub) -> None:
@@ -80,7 +71,7 @@ def _add_train(sub) -> None:
             group.add_argument(f"--{key.replace('_', '-')}", dest=key, action=argparse.BooleanOptionalAction,
                                default=None, help=helptext)
         else:
-            group.add_argument(f"--{key.replace('_', '-')}", dest=key, type=kind or _yaml_value, default=None,
+            group.add_argument(f"--{key.replace('_', '-')}", dest=key, type=kind, default=None,
                                choices=spec.get("enum"), metavar=None if spec.get("enum") else key.upper(),
                                help=helptext)
 
