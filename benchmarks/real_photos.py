@@ -52,9 +52,12 @@ def run_workflow(workdir: Path, config: Path, override: dict, cores: int) -> flo
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "override.yaml").write_text(yaml.safe_dump(override))
     t0 = time.time()
-    subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
-                    "--cores", str(cores), "--configfile", str(REPO / "config.yaml"), str(config),
-                    str(workdir / "override.yaml")], check=True)
+    with open(workdir / "snakemake.log", "w") as log:  # Snakemake's own output; this script prints figures only
+        proc = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory",
+                               str(workdir), "--cores", str(cores), "--configfile", str(REPO / "config.yaml"),
+                               str(config), str(workdir / "override.yaml")], stdout=log, stderr=subprocess.STDOUT)
+    if proc.returncode:
+        sys.exit(f"the {workdir.name} run failed; see {workdir / 'snakemake.log'}")
     return time.time() - t0
 
 
