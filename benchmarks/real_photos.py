@@ -33,7 +33,7 @@ import numpy as np
 import yaml
 
 from rlseg.baselines import colour_baseline_miou
-from rlseg.evaluate import pseudo_label_jaccard
+from rlseg.evaluate import pseudo_label_jaccard, read_per_class_iou
 from rlseg.ingest import read_manifest
 from rlseg.voc import class_ids
 
@@ -75,11 +75,6 @@ def class_folders(data: Path, classes: list[str], out: Path) -> Path:
                 if not target.exists():
                     shutil.copyfile(jpegs / f"{r['image']}.jpg", target)
     return out
-
-
-def per_class_iou(path: Path) -> dict[str, float]:
-    with open(path, newline="") as fh:
-        return {r["class"]: float(r["iou"]) for r in csv.DictReader(fh)}
 
 
 def stage_seconds(results: Path) -> dict[str, float]:
@@ -128,13 +123,13 @@ def main() -> None:
         results = work / name / "results"
         miou = float((results / "voc_miou.txt").read_text())
         jac = pseudo_label_jaccard(results, masks, classes, class_ids(classes))
-        rows.append(emit(f"{name}_miou", value=miou, per_class=per_class_iou(results / "voc_per_class_iou.csv")))
+        rows.append(emit(f"{name}_miou", value=miou, per_class=read_per_class_iou(results / "voc_per_class_iou.csv")))
         rows.append(emit(f"{name}_pseudo_label_jaccard", value=round(float(np.mean(list(jac.values()))), 4),
                          per_class=jac))
         rows.append(emit(f"{name}_wall_s", value=round(wall, 1), per_stage=stage_seconds(results)))
         if name == "main" and (results / "upper_bound_miou.txt").is_file():
             rows.append(emit("upper_bound_miou", value=float((results / "upper_bound_miou.txt").read_text()),
-                             per_class=per_class_iou(results / "upper_bound_per_class_iou.csv")))
+                             per_class=read_per_class_iou(results / "upper_bound_per_class_iou.csv")))
     main_results = work / "main" / "results"
     if (main_results / "ground_truth" / "pairs.csv").is_file():
         train = [(r["image"], r["label"]) for r in read_manifest(main_results / "ground_truth" / "pairs.csv")]

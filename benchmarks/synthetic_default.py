@@ -13,7 +13,6 @@ Finished workflow runs are reused (Snakemake reruns nothing that is up to date).
 from __future__ import annotations
 
 import argparse
-import csv
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from pathlib import Path
 import yaml
 
 from rlseg.baselines import colour_baseline_miou
+from rlseg.evaluate import read_per_class_iou
 from rlseg.ingest import read_manifest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,11 +37,6 @@ def run_workflow(workdir: Path, cores: int, extra_config: dict | None = None) ->
     subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
                     "--cores", str(cores), "--configfile", *configs], check=True)
     return time.time() - t0
-
-
-def per_class(path: Path) -> dict[str, float]:
-    with open(path, newline="") as fh:
-        return {r["class"]: float(r["iou"]) for r in csv.DictReader(fh)}
 
 
 def main() -> None:
@@ -61,7 +56,7 @@ def main() -> None:
     evals = [(default_dir / x["image"], default_dir / x["mask"]) for x in read_manifest(r / "eval/index.csv")]
     classes = yaml.safe_load((REPO / "config.yaml").read_text())["classes"]
     colour = colour_baseline_miou(train, evals, list(range(1, len(classes) + 1)))
-    pc, ub = per_class(r / "voc_per_class_iou.csv"), per_class(r / "upper_bound_per_class_iou.csv")
+    pc, ub = read_per_class_iou(r / "voc_per_class_iou.csv"), read_per_class_iou(r / "upper_bound_per_class_iou.csv")
     print("\n| | mIoU |\n|---|---|")
     print(f"| regularized loss (voc_miou) | {miou:.2f} |")
     print(f"| upper bound (true masks) | {upper:.2f} |")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import logging
 import sys
 import time
@@ -19,20 +20,28 @@ from pathlib import Path
 import yaml
 
 from rlseg.config import SCHEMA, ConfigError
+from rlseg.voc import voc_palette, voc_palette_array
 
 log = logging.getLogger("rlseg")
 
 __all__ = ["main"]
 
 
+@functools.cache
+def _schema_blocks() -> dict:
+    return yaml.safe_load(SCHEMA.read_text())["properties"]
+
+
 def _schema(block: str) -> dict:
-    return yaml.safe_load(SCHEMA.read_text())["properties"][block]
+    return _schema_blocks()[block]
 
 
 def _single_class_schema() -> dict:
     return _schema("single_class")
 
 
+PALETTE = voc_palette()
+PALETTE_ARRAY = voc_palette_array()
 IMAGE_CHECKS = ("min_side", "max_pixels", "near_duplicate_bits")  # the images keys that decide which files train
 
 
@@ -45,16 +54,20 @@ def _flag_type(spec: dict):
     return {"integer": int, "number": float}.get(types, str)
 
 
+def _add_out_and_device(p: argparse.ArgumentParser, out_help: str) -> None:
+    p.add_argument("--out", type=Path, required=True, help=out_help)
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+
+
 def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train a single-class model on a folder of one class's images",
                        description="Train a single-class U-Net with the regularized loss on a folder of one class's "
                        "images (no masks), through the same stages and code as the workflow's train_single_class "
                        "rule. Settings are the config's single_class keys.")
     p.add_argument("folder", type=Path, help="folder of the class's images (.jpg, .jpeg, .png)")
-    p.add_argument("--out", type=Path, required=True, help="the model file to write (e.g. horse.pt)")
+    _add_out_and_device(p, "the model file to write (e.g. horse.pt)")
     p.add_argument("--negatives", type=Path, help="folder of images without the class (runs the negative stage)")
     p.add_argument("--config", type=Path, help="YAML with single_class settings (a single_class: block, or its keys)")
-    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
     images = _schema("images")["properties"]
     for key in IMAGE_CHECKS:
@@ -83,12 +96,11 @@ def _add_predict(sub) -> None:
                        "skipped; the others are still done (exit status 1 then).")
     p.add_argument("model", type=Path, help="a single-class model_final.pt or a multiclass/*/model.pt")
     p.add_argument("inputs", type=Path, nargs="+", help="image files or folders of images")
-    p.add_argument("--out", type=Path, required=True, help="folder for <name>.png masks and <name>_overlay.jpg")
+    _add_out_and_device(p, "folder for <name>.png masks and <name>_overlay.jpg")
     p.add_argument("--class-id", type=int, default=1, help="label a single-class model's object pixels get [1]")
     p.add_argument("--truth", type=Path, help="folder of true masks (<name>.png, object > 0 or 0/255): prints the "
                    "F-measure (beta^2 = 0.3, pooled) and Jaccard of the object")
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
 
 
 def train_settings(args: argparse.Namespace) -> dict:
@@ -186,8 +198,6 @@ def _predict_batch(files: list[Path], model, dev, args: argparse.Namespace, cm, 
     from rlseg.imageio import BadImageError, load_image
     from rlseg.inference import overlay, segment
     from rlseg.io import atomic_path, save_png
-    from rlseg.voc import voc_palette, voc_palette_array
-
     batch = []
     for f in files:
         try:
@@ -198,9 +208,9 @@ def _predict_batch(files: list[Path], model, dev, args: argparse.Namespace, cm, 
     if not batch:
         return 0
     for (f, im), label in zip(batch, segment(model, [im for _, im in batch], dev, args.class_id), strict=True):
-        save_png(args.out / f"{f.stem}.png", label, palette=voc_palette())
+        save_png(args.out / f"{f.stem}.png", label, palette=PALETTE)
         with atomic_path(args.out / f"{f.stem}_overlay.jpg") as tmp:
-            overlay(im, label, voc_palette_array()).save(tmp, format="JPEG", quality=90)
+            overlay(im, label, PALETTE_ARRAY).save(tmp, format="JPEG", quality=90)
         if cm is not None:
             truth = args.truth / f"{f.stem}.png"
             if truth.is_file():

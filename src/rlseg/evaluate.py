@@ -12,7 +12,14 @@ from rlseg.imageio import load_mask
 from rlseg.io import write_csv, write_text
 from rlseg.metrics import ConfusionMatrix, iou_per_class
 
-__all__ = ["evaluate_predictions", "label_jaccard", "pseudo_label_jaccard", "remap_truth", "write_scores"]
+__all__ = [
+    "evaluate_predictions",
+    "label_jaccard",
+    "pseudo_label_jaccard",
+    "read_per_class_iou",
+    "remap_truth",
+    "write_scores",
+]
 
 
 def remap_truth(mask: np.ndarray, ids: Sequence[int]) -> np.ndarray:
@@ -60,6 +67,14 @@ def write_scores(
     """mIoU as one number (percent, two decimals) and the per-class CSV."""
     write_text(Path(miou_path), f"{miou:.2f}\n")
     write_csv(per_class_path, rows, ["class", "id", "iou"])
+
+
+def read_per_class_iou(per_class_path: str | os.PathLike) -> dict[str, float]:
+    """{class: IoU in percent} from a per-class CSV that :func:`write_scores` wrote."""
+    import csv
+
+    with open(per_class_path, newline="") as fh:
+        return {r["class"]: float(r["iou"]) for r in csv.DictReader(fh)}
 
 
 def label_jaccard(
