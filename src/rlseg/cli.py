@@ -100,6 +100,8 @@ def _add_predict(sub) -> None:
     p.add_argument("--class-id", type=int, default=1, help="label a single-class model's object pixels get [1]")
     p.add_argument("--truth", type=Path, help="folder of true masks (<name>.png, object > 0 or 0/255): prints the "
                    "F-measure (beta^2 = 0.3, pooled) and Jaccard of the object")
+    p.add_argument("--resolution", type=int, help="side (px) a single-class model sees the images at; default its "
+                   "training resolution (the workflow's pseudo_gt.resolution)")
     p.add_argument("--batch-size", type=int, default=16)
 
 
@@ -207,7 +209,8 @@ def _predict_batch(files: list[Path], model, dev, args: argparse.Namespace, cm, 
             failed.append(f)
     if not batch:
         return 0
-    for (f, im), label in zip(batch, segment(model, [im for _, im in batch], dev, args.class_id), strict=True):
+    for (f, im), label in zip(batch, segment(model, [im for _, im in batch], dev, args.class_id,
+                                                  args.resolution), strict=True):
         save_png(args.out / f"{f.stem}.png", label, palette=PALETTE)
         with atomic_path(args.out / f"{f.stem}_overlay.jpg") as tmp:
             overlay(im, label, PALETTE_ARRAY).save(tmp, format="JPEG", quality=90)

@@ -72,6 +72,9 @@ def check_config(config: dict) -> None:
     for r in sc["resolutions"]:
         if r % 32:
             raise ConfigError(f"single_class.resolutions: {r} is not a multiple of 32 (the U-Net downsamples 5x)")
+    res = config["pseudo_gt"]["resolution"]
+    if res is not None and res % 32:
+        raise ConfigError(f"pseudo_gt.resolution: {res} is not a multiple of 32 (the U-Net downsamples 5x)")
     if sc["sigma_start"] > sc["sigma_end"]:
         raise ConfigError("single_class.sigma_start must not exceed single_class.sigma_end")
     if sc["encoder_head"] and sc["encoder"] != "tu-tf_efficientnet_lite0":

@@ -41,16 +41,17 @@ def load_model(path: str | os.PathLike, device: torch.device) -> LoadedModel:
     return LoadedModel(net.to(device).eval(), kind, res)
 
 
-def segment(model: LoadedModel, images: Sequence[Image.Image], device: torch.device, class_id: int = 1
-            ) -> list[np.ndarray]:
+def segment(model: LoadedModel, images: Sequence[Image.Image], device: torch.device, class_id: int = 1,
+            resolution: int | None = None) -> list[np.ndarray]:
     """Label maps (uint8, at each image's size) for a batch of RGB images: a single-class model's object pixels
-    get ``class_id`` (probability > 0.5 after bilinear upsampling of its output), a multi-class model's argmax
-    its label ids (single scale, full resolution)."""
+    get ``class_id`` (probability > 0.5 after bilinear upsampling of its output at ``resolution`` px, by default
+    the one it was trained at), a multi-class model's argmax its label ids (single scale, full resolution)."""
     if model.kind == "multiclass":
         from rlseg.multiclass import predict_full
 
         return [predict_full(model.net, im, device) for im in images]
-    probs = predict(model.net, torch.stack([resized_tensor(im, model.resolution) for im in images]), device=device)
+    side = resolution or model.resolution
+    probs = predict(model.net, torch.stack([resized_tensor(im, side) for im in images]), device=device)
     out = []
     for im, prob in zip(images, probs, strict=True):
         w, h = im.size

@@ -168,9 +168,10 @@ def run_single_class(
 
 
 def make_pseudo_gt(model_path: str, manifest: str, class_id: int, out_pairs: str, device: str = "auto",
-                   batch_size: int = 32) -> int:
-    """Label each of the class's images with its CNN: object -> class id, else 0, as VOC palette PNGs at the
-    image's original size; writes the (image, label) pairs CSV. Returns the number of images labelled."""
+                   batch_size: int = 32, resolution: int | None = None) -> int:
+    """Label each of the class's images with its CNN (at ``resolution`` px, default its training one): object ->
+    class id, else 0, as VOC palette PNGs at the image's original size; writes the (image, label) pairs CSV.
+    Returns the number of images labelled."""
     from rlseg.inference import load_model, segment
 
     dev = resolve_device(device)
@@ -182,7 +183,7 @@ def make_pseudo_gt(model_path: str, manifest: str, class_id: int, out_pairs: str
     for i in tqdm(range(0, len(paths), batch_size), desc="pseudo-gt", mininterval=5):
         chunk = paths[i : i + batch_size]
         images = [load_image(p) for p in chunk]  # decoded once: resized for the CNN, sized for the label
-        for p, label in zip(chunk, segment(model, images, dev, class_id), strict=True):
+        for p, label in zip(chunk, segment(model, images, dev, class_id, resolution), strict=True):
             out = outdir / f"{Path(p).stem}.png"
             save_png(out, label, palette=pal)
             rows.append({"image": p, "label": str(out), "object_fraction": round(float(label.mean() / class_id), 4)})

@@ -68,6 +68,7 @@ rule pseudo_gt:
         ids=IDS,
         device=config["device"],
         batch_size=32,
+        resolution=config["pseudo_gt"]["resolution"],
     log:
         f"{R}/logs/pseudo_gt/{{cls}}.log",
     benchmark:
