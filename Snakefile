@@ -1,8 +1,15 @@
 # rlseg: weakly supervised semantic segmentation with regularized loss (Veksler, ECCV 2020).
 #   snakemake --cores 8 results/voc_miou.txt
+import sys
+from pathlib import Path
+
 from snakemake.utils import min_version, validate
 
 min_version("8.0")
+
+# the package beside the workflow, for this process and (Snakemake passes sys.path on) every rule's script, also
+# inside envs/rlseg.yaml, which cannot install it: Snakemake builds that environment away from this folder
+sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 
 configfile: "config.yaml"
@@ -20,6 +27,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/single_class.smk"
 include: "workflow/rules/multiclass.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/report.smk"
 
 
 report: "workflow/report/workflow.rst"

@@ -34,3 +34,13 @@ def horse_dir() -> Path:
 @pytest.fixture(scope="session")
 def ecssd_dir() -> Path:
     return _shared("ecssd")
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory) -> Path:
+    """The whole workflow on the smoke config (every rule, about a minute), shared by the modules that inspect it."""
+    from snakemake_helpers import snakemake
+
+    work = tmp_path_factory.mktemp("smoke")
+    snakemake(work)
+    return work

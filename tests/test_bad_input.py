@@ -13,7 +13,7 @@ from fixtures import BAD, GOOD, good_jpeg
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
-from test_pipeline import REPO, SMOKE, snakemake
+from snakemake_helpers import REPO, SMOKE, snakemake
 
 from rlseg.imageio import BadImageError, load_image, load_mask
 from rlseg.ingest import check_files, read_manifest

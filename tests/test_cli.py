@@ -10,7 +10,7 @@ import subprocess
 import pytest
 import torch
 from PIL import Image
-from test_pipeline import REPO
+from snakemake_helpers import REPO
 
 from rlseg.pipeline import single_class_settings
 

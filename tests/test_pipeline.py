@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import csv
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,35 +12,11 @@ import numpy as np
 import pytest
 import yaml
 from PIL import Image
+from snakemake_helpers import REPO, SMOKE, rows, snakemake
 
 from rlseg.config import load_config
 from rlseg.models import build_unet
 from rlseg.pipeline import single_class_settings
-
-REPO = Path(__file__).resolve().parents[1]
-SMOKE = REPO / "tests" / "smoke.yaml"
-
-
-def snakemake(workdir: Path, *args: str, configs: tuple[Path, ...] = (REPO / "config.yaml", SMOKE),
-              check: bool = True) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
-           "--cores", "2", *args, "--configfile", *map(str, configs)]  # targets before --configfile's list
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
-    return proc
-
-
-def rows(path: Path) -> list[dict]:
-    with open(path, newline="") as fh:
-        return list(csv.DictReader(fh))
-
-
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory) -> Path:
-    work = tmp_path_factory.mktemp("smoke")
-    snakemake(work)
-    return work
 
 
 def test_every_stage_writes_its_outputs(smoke_run: Path):
@@ -140,6 +117,30 @@ def test_lint_is_clean():
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+def test_conda_env_pins_equal_pyproject_and_need_no_relative_install():
+    import tomllib
+
+    deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    env = yaml.safe_load((REPO / "envs" / "rlseg.yaml").read_text())
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    assert sorted(pip) == sorted(deps)
+    python = next(d for d in env["dependencies"] if isinstance(d, str) and d.startswith("python="))
+    requires = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["requires-python"]
+    assert requires == ">=" + python.split("=")[1]
+
+
+def test_the_package_imports_without_a_workflow_folder(tmp_path):
+    """The library reads its schema from the package, so it works installed, away from a checkout."""
+    code = "import rlseg.config as c; print(c.load_config(c.SCHEMA.with_name('x.yaml'))['classes'])"
+    pkg = tmp_path / "pkg"
+    shutil.copytree(REPO / "src" / "rlseg", pkg / "rlseg")
+    (pkg / "rlseg" / "x.yaml").write_text("classes: [cat]\n")
+    proc = subprocess.run([sys.executable, "-c", code + "; print(c.__file__)"], capture_output=True, text=True,
+                          cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(pkg)})
+    assert proc.returncode == 0 and "['cat']" in proc.stdout, proc.stderr
+    assert proc.stdout.split()[-1] == str(pkg / "rlseg" / "config.py")
+
+
 def test_empty_class_folder_stops_before_any_job(tmp_path):
     (tmp_path / "imgs" / "disc").mkdir(parents=True)
     (tmp_path / "imgs" / "box").mkdir()
@@ -183,12 +184,12 @@ def test_shared_images_kept_under_both_classes_are_never_their_negatives(tmp_pat
     from rlseg.ingest import finalize_manifests, negative_paths, write_manifest
 
     out = finalize_manifests(_two_class_candidates(), near_duplicate_bits=2, shared="keep")
-    st = {r["path"]: r["status"] for rows in out.values() for r in rows}
+    st = {r["path"]: r["status"] for class_rows in out.values() for r in class_rows}
     assert st == {"a1.jpg": "used", "a2.jpg": "skipped", "a3.jpg": "used", "b1.jpg": "used", "b2.jpg": "used"}
-    for i, (cls, rows) in enumerate(out.items()):
-        for j, r in enumerate(rows):
+    for i, (cls, class_rows) in enumerate(out.items()):
+        for j, r in enumerate(class_rows):
             r["sha1"] = f"{i}{j}"
-        write_manifest(tmp_path / f"{cls}.csv", rows)
+        write_manifest(tmp_path / f"{cls}.csv", class_rows)
     # b1 is a near-duplicate of cat's a3 (1 bit): it holds a cat and must not push cats to background
     assert negative_paths(tmp_path / "cat.csv", [tmp_path / "dog.csv"], near_duplicate_bits=2) == ["b2.jpg"]
     assert negative_paths(tmp_path / "dog.csv", [tmp_path / "cat.csv"], near_duplicate_bits=2) == ["a1.jpg"]

@@ -13,7 +13,7 @@ import torch
 import yaml
 from conftest import SHARED
 from PIL import Image
-from test_pipeline import REPO, snakemake
+from snakemake_helpers import REPO, snakemake
 
 from rlseg.evaluate import pseudo_label_jaccard
 from rlseg.voc import class_ids, voc_palette

@@ -13,11 +13,15 @@ from rlseg.io import write_csv, write_text
 from rlseg.metrics import ConfusionMatrix, iou_per_class
 
 __all__ = [
+    "confusion",
     "evaluate_predictions",
     "label_jaccard",
     "pseudo_label_jaccard",
+    "read_confusion",
     "read_per_class_iou",
     "remap_truth",
+    "scores",
+    "write_confusion",
     "write_scores",
 ]
 
@@ -34,19 +38,17 @@ def remap_truth(mask: np.ndarray, ids: Sequence[int]) -> np.ndarray:
     return lut[mask]
 
 
-def evaluate_predictions(
+def confusion(
     pairs: Sequence[tuple[str | os.PathLike, str | os.PathLike]],
-    class_names: Sequence[str],
     ids: Sequence[int],
     num_labels: int = 256,
-) -> tuple[float, list[dict]]:
-    """Score prediction PNGs against true masks.
+) -> np.ndarray:
+    """Confusion matrix [K+1, K+1] (rows truth, columns prediction; background first, then the configured classes
+    in order) of prediction PNGs against true masks.
 
     Args:
         pairs: (truth mask, prediction PNG) paths; both hold label ids (VOC ids or 1..K), truth 255 = void.
-        class_names, ids: the configured classes and their label ids.
-    Returns:
-        (mIoU in percent over background + the classes, rows of {class, id, iou} in percent).
+        ids: the configured classes' label ids.
     """
     cm = ConfusionMatrix(len(ids) + 1)
     for truth_path, pred_path in pairs:
@@ -55,10 +57,42 @@ def evaluate_predictions(
         pred_rows = remap_truth(pred, ids)
         pred_rows[pred_rows == 255] = 0
         cm.update(remap_truth(truth, ids), pred_rows)
-    ious = iou_per_class(cm.matrix) * 100.0
+    return cm.matrix
+
+
+def scores(matrix: np.ndarray, class_names: Sequence[str], ids: Sequence[int]) -> tuple[float, list[dict]]:
+    """(mIoU in percent over background + the classes, rows of {class, id, iou} in percent) of a confusion matrix."""
+    ious = iou_per_class(matrix) * 100.0
     names = ["background", *class_names]
     rows = [{"class": n, "id": i, "iou": round(float(v), 4)} for n, i, v in zip(names, [0, *ids], ious, strict=True)]
     return float(np.nanmean(ious)), rows
+
+
+def evaluate_predictions(
+    pairs: Sequence[tuple[str | os.PathLike, str | os.PathLike]],
+    class_names: Sequence[str],
+    ids: Sequence[int],
+    num_labels: int = 256,
+) -> tuple[float, list[dict]]:
+    """Score prediction PNGs (paired as in :func:`confusion`): mIoU and per-class IoU, as :func:`scores`."""
+    return scores(confusion(pairs, ids, num_labels), class_names, ids)
+
+
+def write_confusion(path: str | os.PathLike, matrix: np.ndarray, class_names: Sequence[str]) -> None:
+    """The confusion matrix as CSV: one row per true class (pixel counts), one column per predicted class."""
+    names = ["background", *class_names]
+    write_csv(path, [{"truth": n, **{m: int(v) for m, v in zip(names, row, strict=True)}}
+                     for n, row in zip(names, matrix, strict=True)], ["truth", *names])
+
+
+def read_confusion(path: str | os.PathLike) -> tuple[list[str], np.ndarray]:
+    """(class names, matrix) from a CSV that :func:`write_confusion` wrote."""
+    import csv
+
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    names = [r["truth"] for r in rows]
+    return names, np.array([[int(r[n]) for n in names] for r in rows], dtype=np.int64)
 
 
 def write_scores(

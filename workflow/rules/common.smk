@@ -12,15 +12,58 @@ SYNTHETIC = SOURCE == "synthetic" or EVAL == "synthetic"
 TRUE_MASKS = SOURCE in ("synthetic", "voc_single")
 
 
+UPPER_BOUND = config["upper_bound"] and TRUE_MASKS
+
+
 wildcard_constraints:
     cls="|".join(CLASSES),
     variant="pseudo_gt|ground_truth",
+    model="|".join([*CLASSES, "base_model"]),
+    scores="voc|upper_bound",
 
 
 def final_targets():
     out = [f"{R}/voc_miou.txt", f"{R}/voc_per_class_iou.csv"]
-    if config["upper_bound"] and TRUE_MASKS:
+    if UPPER_BOUND:
         out.append(f"{R}/upper_bound_miou.txt")
+    return out + figures()
+
+
+def figures():
+    """Every figure of the report but the optional loss study."""
+    models = [*CLASSES, "base_model"] if config["single_class"]["init"] == "base" else CLASSES
+    return [
+        f"{R}/figures/iou_per_class.svg",
+        f"{R}/figures/images_per_class.svg",
+        *expand(f"{R}/figures/confusion_{{scores}}.svg", scores=["voc", "upper_bound"] if UPPER_BOUND else ["voc"]),
+        *expand(f"{R}/figures/training/{{model}}.svg", model=models),
+        *expand(f"{R}/figures/gallery/{{cls}}.png", cls=CLASSES),
+    ]
+
+
+def score_files(wildcards):
+    out = {"miou": f"{R}/voc_miou.txt", "per_class": f"{R}/voc_per_class_iou.csv"}
+    if UPPER_BOUND:
+        out |= {"upper_miou": f"{R}/upper_bound_miou.txt", "upper_per_class": f"{R}/upper_bound_per_class_iou.csv"}
+    return out
+
+
+def history_file(wildcards):
+    if wildcards.model == "base_model":
+        return f"{R}/base_model/history.csv"
+    return f"{R}/single_class/{wildcards.model}/history.csv"
+
+
+def gallery_inputs(wildcards):
+    out = {
+        "class_model": f"{R}/single_class/{wildcards.cls}/model_final.pt",
+        "pseudo_pairs": f"{R}/pseudo_gt/{wildcards.cls}/pairs.csv",
+        "multiclass_model": f"{R}/multiclass/pseudo_gt/model.pt",
+        "index": f"{R}/eval/index.csv",
+        "predictions": f"{R}/predictions/pseudo_gt/pairs.csv",
+    }
+    if TRUE_MASKS:
+        out["truth"] = f"{R}/ground_truth/pairs.csv"
     return out
 
 

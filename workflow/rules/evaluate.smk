@@ -7,6 +7,7 @@ rule evaluate:
     output:
         miou=f"{R}/voc_miou.txt",
         per_class=report(f"{R}/voc_per_class_iou.csv", caption="../report/per_class.rst", category="Scores"),
+        confusion=f"{R}/voc_confusion.csv",
     params:
         classes=CLASSES,
         ids=IDS,
@@ -30,6 +31,7 @@ use rule evaluate as evaluate_upper_bound with:
     output:
         miou=f"{R}/upper_bound_miou.txt",
         per_class=report(f"{R}/upper_bound_per_class_iou.csv", caption="../report/per_class.rst", category="Scores"),
+        confusion=f"{R}/upper_bound_confusion.csv",
     log:
         f"{R}/logs/evaluate_upper_bound.log",
     benchmark:

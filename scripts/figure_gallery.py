@@ -1,0 +1,15 @@
+"""Rule figure_gallery: a class's images next to its pseudo labels, the multi-class prediction and the truth."""
+
+from rlseg.pipeline import logged, setup_threads
+from rlseg.report import class_gallery_rows, gallery
+
+snakemake = globals()["snakemake"]
+inp, cls = snakemake.input, snakemake.wildcards.cls
+with logged(snakemake.log[0], f"figure: gallery of {cls}") as log:
+    setup_threads(snakemake.threads)
+    rows = class_gallery_rows(int(snakemake.params.ids[cls]), inp.class_model, inp.multiclass_model,
+                              inp.pseudo_pairs, inp.index, inp.predictions, inp.get("truth"),
+                              snakemake.params.images, device=snakemake.params.device,
+                              resolution=snakemake.params.resolution)
+    gallery(rows, snakemake.output[0], f"{cls}: training images, then evaluation images that hold it")
+    log.info("%d rows -> %s", len(rows), snakemake.output[0])
