@@ -33,6 +33,24 @@ include: "workflow/rules/report.smk"
 report: "workflow/report/workflow.rst"
 
 
+# seconds-long rules would each wait in a cluster queue; the rules that may download (web search, VOC, SBD) need
+# the internet, which compute nodes often lack: all of them run on the submitting machine
+localrules:
+    synthetic_world,
+    ingest,
+    manifests,
+    pascal_single,
+    eval_set,
+    true_masks,
+    evaluate,
+    evaluate_upper_bound,
+    figure_scores,
+    figure_confusion,
+    figure_training,
+    figure_manifests,
+    figure_loss_study,
+
+
 rule all:
     input:
         final_targets(),

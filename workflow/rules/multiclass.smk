@@ -15,10 +15,12 @@ rule train_multiclass:
         f"{R}/logs/train_multiclass/{{variant}}.log",
     benchmark:
         f"{R}/benchmarks/train_multiclass/{{variant}}.tsv"
+    # a failed or preempted job resumes from its last epoch's checkpoint
+    retries: 2
     threads: config["threads"]
     resources:
         mem_mb=16000,
-        runtime=2880,
+        runtime=1440,
         gpu=1,
     conda:
         "../../envs/rlseg.yaml"

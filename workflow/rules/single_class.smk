@@ -16,6 +16,8 @@ rule train_base_model:
         f"{R}/logs/train_base_model.log",
     benchmark:
         f"{R}/benchmarks/train_base_model.tsv"
+    # a failed or preempted job resumes from its last epoch's checkpoint
+    retries: 2
     threads: config["threads"]
     resources:
         mem_mb=8000,
@@ -47,6 +49,8 @@ rule train_single_class:
         f"{R}/logs/train_single_class/{{cls}}.log",
     benchmark:
         f"{R}/benchmarks/train_single_class/{{cls}}.tsv"
+    # a failed or preempted job resumes from its last epoch's checkpoint
+    retries: 2
     threads: config["threads"]
     resources:
         mem_mb=8000,
