@@ -10,5 +10,5 @@ with logged(snakemake.log[0], "loss-accuracy study") as log:
     setup_threads(snakemake.threads)
     rows = run_loss_study(snakemake.input.truth, {Path(m).parent.name: m for m in snakemake.input.manifests},
                           dict(snakemake.params.ids), dict(snakemake.params.study),
-                          dict(snakemake.params.single_class), snakemake.output[0], device=snakemake.params.device)
+                          dict(snakemake.params.single_class), snakemake.output[0], device=snakemake.config["device"])
     log.info("%d rows -> %s", len(rows), snakemake.output[0])

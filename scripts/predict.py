@@ -8,4 +8,4 @@ snakemake = globals()["snakemake"]
 with logged(snakemake.log[0], f"predict ({snakemake.wildcards.variant})"):
     setup_threads(snakemake.threads)
     predict_eval_set(snakemake.input.model, snakemake.input.index, snakemake.output[0],
-                     outdir=Path(snakemake.output[0]).parent, device=snakemake.params.device)
+                     outdir=Path(snakemake.output[0]).parent, device=snakemake.config["device"])

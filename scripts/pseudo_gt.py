@@ -7,5 +7,5 @@ cls = snakemake.wildcards.cls
 with logged(snakemake.log[0], f"pseudo ground truth {cls}"):
     setup_threads(snakemake.threads)
     make_pseudo_gt(snakemake.input.model, snakemake.input.manifest, int(snakemake.params.ids[cls]),
-                   snakemake.output[0], device=snakemake.params.device, batch_size=snakemake.params.batch_size,
+                   snakemake.output[0], device=snakemake.config["device"], batch_size=snakemake.params.batch_size,
                    resolution=snakemake.params.resolution)

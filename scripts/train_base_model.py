@@ -9,5 +9,5 @@ with logged(snakemake.log[0], "train base model"):
     setup_threads(snakemake.threads)
     run_base_model(dict(snakemake.params.base), dict(snakemake.params.single_class), snakemake.params.results,
                    model_out=snakemake.output[0], history_out=snakemake.output.history,
-                   outdir=str(Path(snakemake.output[0]).parent), device=snakemake.params.device,
+                   outdir=str(Path(snakemake.output[0]).parent), device=snakemake.config["device"],
                    manifests=list(snakemake.input.manifests))

@@ -14,5 +14,5 @@ with logged(snakemake.log[0], f"train multi-class ({snakemake.wildcards.variant}
         model_out=snakemake.output.model,
         history_out=snakemake.output.history,
         checkpoint=str(Path(snakemake.output.model).with_name("checkpoint.pt")),
-        device=snakemake.params.device,
+        device=snakemake.config["device"],
     )

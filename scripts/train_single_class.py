@@ -22,6 +22,6 @@ with logged(snakemake.log[0], f"train single-class {cls}"):
         base=snakemake.input.base[0] if snakemake.input.base else None,
         negatives_dir=snakemake.params.negatives_dir,
         masks_dir=snakemake.params.masks_dir,
-        device=snakemake.params.device,
+        device=snakemake.config["device"],
         near_duplicate_bits=snakemake.params.near_duplicate_bits,
     )

@@ -47,21 +47,31 @@ def cluster(tmp_path):
         subprocess.run(["bash", str(CLUSTER), "stop", str(state)], capture_output=True, timeout=60)
 
 
+TRAINERS = ("train_single_class", "train_multiclass", "train_base_model")
+
+
 def test_smoke_pipeline_through_slurm_equals_local(cluster, tmp_path):
     slurm_dir, local_dir = tmp_path / "on_slurm", tmp_path / "local"
     snakemake(
         slurm_dir, "--profile", str(REPO / "profiles" / "slurm"), "--jobs", "2",
         "--slurm-no-account", "--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "2",
         "--default-resources", "slurm_partition=debug", "mem_mb=500", "runtime=30",
-        # the test cluster has no GPU: the profile's GPU requests are overridden
-        "--set-resources", *[f"{r}:{k}={v}" for r in ("train_single_class", "train_multiclass", "train_base_model")
-                             for k, v in (("gpu", 0), ("cpus_per_gpu", 0), ("mem_mb", 1000))],
+        # the test cluster has no GPU and few CPUs: the profile's GPU requests and threads are overridden
+        "--set-resources", *[f"{r}:{k}={v}" for r in TRAINERS for k, v in (("gpu", 0), ("mem_mb", 1000))],
+        "--set-threads", *[f"{r}=1" for r in TRAINERS],
     )
     snakemake(local_dir)
-    logs = sorted((slurm_dir / "results" / "logs").rglob("*.log"))
+    logs = {str(p.relative_to(slurm_dir / "results" / "logs")): p.read_text()
+            for p in (slurm_dir / "results" / "logs").rglob("*.log")}
     assert len(logs) >= 15
-    for log in logs:  # every job ran through sbatch
-        assert "(SLURM job " in log.read_text(), log
+    on_slurm = [k for k in logs if k.startswith(("train_single_class/", "pseudo_gt/", "train_multiclass/",
+                                                  "predict/", "figures/gallery/"))]
+    local = [k for k in logs if k.startswith(("manifests", "evaluate", "true_masks", "figures/training"))]
+    assert len(on_slurm) >= 8 and len(local) >= 4
+    for name in on_slurm:  # the training and inference jobs ran through sbatch
+        assert "(SLURM job " in logs[name], name
+    for name in local:  # the seconds-long ones (localrules) on the submitting machine
+        assert "(SLURM job " not in logs[name], name
     outputs = [p.relative_to(local_dir) for p in (local_dir / "results").rglob("*")
                if p.suffix in (".png", ".txt") or p.name in ("manifest.csv", "pairs.csv")]
     assert len(outputs) > 50

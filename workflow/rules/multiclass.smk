@@ -10,7 +10,6 @@ rule train_multiclass:
     params:
         multiclass=config["multiclass"],
         ids=IDS,
-        device=config["device"],
     log:
         f"{R}/logs/train_multiclass/{{variant}}.log",
     benchmark:
@@ -34,8 +33,6 @@ rule predict:
         index=f"{R}/eval/index.csv",
     output:
         f"{R}/predictions/{{variant}}/pairs.csv",
-    params:
-        device=config["device"],
     log:
         f"{R}/logs/predict/{{variant}}.log",
     benchmark:

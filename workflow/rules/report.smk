@@ -73,7 +73,6 @@ rule figure_gallery:
         ids=IDS,
         images=config["report"]["gallery_images"],
         resolution=config["pseudo_gt"]["resolution"],
-        device=config["device"],
     log:
         f"{R}/logs/figures/gallery/{{cls}}.log",
     benchmark:
@@ -115,7 +114,6 @@ rule loss_study:
         ids=IDS,
         study=config["loss_study"],
         single_class=config["single_class"],
-        device=config["device"],
     log:
         f"{R}/logs/loss_study.log",
     benchmark:

@@ -10,7 +10,6 @@ rule train_base_model:
     params:
         base=config["base_model"],
         single_class=config["single_class"],
-        device=config["device"],
         results=lambda w, output: results_dir(output[0], 1),
     log:
         f"{R}/logs/train_base_model.log",
@@ -41,7 +40,6 @@ rule train_single_class:
         single_class=config["single_class"],
         classes=CLASSES,
         ids=IDS,
-        device=config["device"],
         negatives_dir=f"{R}/world/negatives" if SOURCE == "synthetic" else None,
         masks_dir=f"{R}/world/masks" if SOURCE == "synthetic" else None,
         near_duplicate_bits=config["images"]["near_duplicate_bits"],
@@ -70,7 +68,6 @@ rule pseudo_gt:
         f"{R}/pseudo_gt/{{cls}}/pairs.csv",
     params:
         ids=IDS,
-        device=config["device"],
         batch_size=32,
         resolution=config["pseudo_gt"]["resolution"],
     log:
