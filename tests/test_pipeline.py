@@ -92,6 +92,8 @@ def test_paper_config_plans_the_full_dag_offline(tmp_path):
         ({"single_class": {"encoder": "se_resnext50_32x4d", "encoder_features": "all_blocks"}}, "all_blocks applies"),
         ({"single_class": {"normal_epochs": -1}}, "-1"),
         ({"images": {"source": "folder", "root": "/nonexistent"}}, "/nonexistent/disc"),
+        ({"classes": ["aeroplane", "cat"], "images": {"source": "web"}}, "eval.source = synthetic draws"),
+        ({"pseudo_gt": {"resolution": 100}}, "pseudo_gt.resolution: 100"),
     ],
 )
 def test_bad_config_stops_before_any_job(tmp_path, override, message):
@@ -134,10 +136,10 @@ def test_the_package_imports_without_a_workflow_folder(tmp_path):
     code = "import rlseg.config as c; print(c.load_config(c.SCHEMA.with_name('x.yaml'))['classes'])"
     pkg = tmp_path / "pkg"
     shutil.copytree(REPO / "src" / "rlseg", pkg / "rlseg")
-    (pkg / "rlseg" / "x.yaml").write_text("classes: [cat]\n")
+    (pkg / "rlseg" / "x.yaml").write_text("classes: [disc]\n")
     proc = subprocess.run([sys.executable, "-c", code + "; print(c.__file__)"], capture_output=True, text=True,
                           cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(pkg)})
-    assert proc.returncode == 0 and "['cat']" in proc.stdout, proc.stderr
+    assert proc.returncode == 0 and "['disc']" in proc.stdout, proc.stderr
     assert proc.stdout.split()[-1] == str(pkg / "rlseg" / "config.py")
 
 

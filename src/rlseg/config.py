@@ -68,6 +68,16 @@ def check_config(config: dict) -> None:
     dupes = sorted({c for c in classes if classes.count(c) > 1})
     if dupes:
         raise ConfigError(f"classes: duplicate class names {dupes}")
+    synthetic = [k for k in ("images", "eval") if config[k]["source"] == "synthetic"]
+    if synthetic:
+        from rlseg.synthetic import SHAPES
+
+        bad = [c for c in classes if c not in SHAPES]
+        if bad:
+            keys = " and ".join(f"{k}.source" for k in synthetic)
+            raise ConfigError(f"classes: {bad} are not shapes of the synthetic world {list(SHAPES)}, which {keys} "
+                              "= synthetic draws; set images.source and eval.source for your classes (e.g. "
+                              "eval: {source: voc2012})")
     sc = config["single_class"]
     for r in sc["resolutions"]:
         if r % 32:
