@@ -9,7 +9,7 @@ import torch
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from rlseg.checkpoint import CheckpointMismatch, load_weights, save_weights
-from rlseg.losses import anneal_sigmas
+from rlseg.losses import LossWeights, anneal_sigmas
 from rlseg.models import build_unet
 from rlseg.train import (
     FeatureCache,
@@ -43,6 +43,18 @@ def test_stage_plans_follow_the_paper():
     assert len(normal) == 50 and normal[0].weights.reg == 100 and normal[0].sigma == 0.15
     neg = stage_plans(cfg, "negative")
     assert len(neg) == 200 and neg[0].negatives and neg[0].weights.neg == 2
+
+
+def test_annealing_weights_are_their_own_settings():
+    """lambda_vol / lambda_pos weigh the stages after annealing; annealing has its own three weights."""
+    cfg = SingleClassConfig(lambda_vol=3.0, lambda_pos=4.0, lambda_vol_anneal=0.5, lambda_pos_anneal=0.25,
+                            lambda_reg_anneal=2.0)
+    anneal = stage_plans(cfg, "anneal")
+    assert {(p.weights.reg, p.weights.vol, p.weights.pos) for p in anneal} == {(2.0, 0.5, 0.25)}
+    normal = stage_plans(cfg, "normal")[0].weights
+    assert (normal.reg, normal.vol, normal.pos, normal.neg) == (100.0, 3.0, 4.0, 2.0)
+    with pytest.raises(TypeError):
+        LossWeights(100, 1, 1, 2, 0.15)  # by keyword only
 
 
 def test_stage_plans_restart_adam_and_step_the_lr_as_the_reference():

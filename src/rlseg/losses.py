@@ -231,9 +231,9 @@ def anneal_sigmas(steps: int = 15, start: float = 0.05, end: float = 0.15, print
     return [start + (end - start) * i / (steps - 1) for i in range(steps)]
 
 
-@dataclass
+@dataclass(kw_only=True)
 class LossWeights:
-    """Weights of one training stage (Eq. 6 plus Eq. 7)."""
+    """Weights of one training stage (Eq. 6 plus Eq. 7), by keyword only: a new term cannot shift the others."""
 
     reg: float = 100.0
     vol: float = 1.0

@@ -65,6 +65,8 @@ class SingleClassConfig:
     negative_epochs: int = 200
     lambda_reg: float = 100.0
     lambda_reg_anneal: float = 1.0
+    lambda_vol_anneal: float = 1.0
+    lambda_pos_anneal: float = 1.0
     lambda_vol: float = 1.0
     lambda_pos: float = 1.0
     lambda_neg: float = 2.0
@@ -134,11 +136,13 @@ def stage_plans(cfg: SingleClassConfig, stage: str) -> list[EpochPlan]:
     step there) and the first epoch of every other stage, and the learning rate falls by ``lr_gamma`` every
     ``lr_step_epochs`` epochs of a stage.
     """
-    normal = LossWeights(cfg.lambda_reg, cfg.lambda_vol, cfg.lambda_pos, cfg.lambda_neg, cfg.sigma_end)
+    normal = LossWeights(reg=cfg.lambda_reg, vol=cfg.lambda_vol, pos=cfg.lambda_pos, neg=cfg.lambda_neg,
+                         sigma=cfg.sigma_end)
     if stage == "anneal":
         sigmas = anneal_sigmas(cfg.anneal_epochs, cfg.sigma_start, cfg.sigma_end, printed=cfg.loss_form == "printed")
-        w = cfg.lambda_reg_anneal
-        return [EpochPlan("anneal", s, LossWeights(w, 1.0, 1.0, cfg.lambda_neg, s), restart=cfg.optimizer_restart)
+        return [EpochPlan("anneal", s, LossWeights(reg=cfg.lambda_reg_anneal, vol=cfg.lambda_vol_anneal,
+                                                   pos=cfg.lambda_pos_anneal, neg=cfg.lambda_neg, sigma=s),
+                          restart=cfg.optimizer_restart)
                 for s in sigmas]
     if stage in ("normal", "transfer", "negative"):
         n = {"normal": cfg.normal_epochs, "transfer": cfg.transfer_epochs, "negative": cfg.negative_epochs}[stage]
