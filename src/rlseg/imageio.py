@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import struct
 import warnings
 from pathlib import Path
 
@@ -48,6 +49,12 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
+# what Pillow's decoders raise on a malformed file (its plugins parse headers with struct and index tables that a
+# bad file makes short); a bug of ours (AttributeError, NameError, ...) still surfaces as itself
+DECODER_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error, IndexError, KeyError, TypeError,
+                  ZeroDivisionError)
+
+
 def load_image(
     path: str | os.PathLike, max_pixels: int = MAX_PIXELS, min_side: int = MIN_SIDE, data: bytes | None = None
 ) -> Image.Image:
@@ -78,7 +85,7 @@ def load_image(
         raise BadImageError(path, "not an image") from None
     except Image.DecompressionBombError as err:
         raise BadImageError(path, f"decompression bomb ({err})") from None
-    except Exception as err:  # noqa: BLE001 - any decoder failure is a bad file, never a crash
+    except DECODER_ERRORS as err:
         raise BadImageError(path, f"corrupt or truncated image ({type(err).__name__}: {err})") from None
     if min(rgb.size) < min_side:
         raise BadImageError(path, f"too small ({rgb.size[0]}x{rgb.size[1]}, shorter side < {min_side})")
