@@ -229,7 +229,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     from rlseg.inference import load_model
     from rlseg.metrics import ConfusionMatrix, f_measure, jaccard
-    from rlseg.train import resolve_device
+    from rlseg.runtime import resolve_device
 
     dev = resolve_device(args.device)
     model = load_model(args.model, dev)

@@ -20,7 +20,7 @@ from rlseg.checkpoint import resume, save_checkpoint, save_weights
 from rlseg.data import to_float
 from rlseg.imageio import load_image, load_mask
 from rlseg.models import MultiClassNet, build_multiclass
-from rlseg.train import NonFiniteLossError, resolve_device
+from rlseg.runtime import NonFiniteLossError, resolve_device
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,8 @@ from rlseg.ingest import (
     write_manifest,
 )
 from rlseg.io import atomic_path, save_png, write_csv
-from rlseg.train import SingleClassConfig, resolve_device, train_single_class
+from rlseg.runtime import resolve_device
+from rlseg.train import SingleClassConfig, train_single_class
 from rlseg.voc import voc_palette
 
 log = logging.getLogger("rlseg")

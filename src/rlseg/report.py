@@ -304,7 +304,7 @@ def class_gallery_rows(
     from rlseg.imageio import load_image, load_mask
     from rlseg.inference import load_model, segment
     from rlseg.ingest import read_manifest
-    from rlseg.train import resolve_device
+    from rlseg.runtime import resolve_device
 
     dev = resolve_device(device)
     single, multi = load_model(class_model, dev), load_model(multiclass_model, dev)

@@ -21,7 +21,8 @@ from rlseg.data import to_float
 from rlseg.losses import dense_crf_loss, sparse_crf_loss
 from rlseg.metrics import per_image_f_measure
 from rlseg.models import build_unet
-from rlseg.train import SingleClassConfig, fit, predict, resolve_device, stage_plans
+from rlseg.runtime import resolve_device
+from rlseg.train import SingleClassConfig, fit, predict, stage_plans
 
 log = logging.getLogger(__name__)
 

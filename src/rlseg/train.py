@@ -23,25 +23,20 @@ from rlseg.data import to_float
 from rlseg.losses import LossWeights, RegularizedLoss, anneal_sigmas, gt_loss
 from rlseg.metrics import ConfusionMatrix, f_measure, jaccard
 from rlseg.models import SingleClassUNet, build_unet
+from rlseg.runtime import NonFiniteLossError, resolve_device
 
 log = logging.getLogger(__name__)
 
 __all__ = [
     "EpochPlan",
     "FeatureCache",
-    "NonFiniteLossError",
     "SingleClassConfig",
     "fit",
     "negative_sample",
     "predict",
-    "resolve_device",
     "stage_plans",
     "train_single_class",
 ]
-
-
-class NonFiniteLossError(FloatingPointError):
-    """The loss became NaN or infinite; the message gives epoch, batch and each loss term."""
 
 
 @dataclass
@@ -151,13 +146,6 @@ def stage_plans(cfg: SingleClassConfig, stage: str) -> list[EpochPlan]:
                           lr_scale=cfg.lr_gamma ** (i // cfg.lr_step_epochs) if cfg.optimizer_restart else 1.0)
                 for i in range(n)]
     raise ValueError(f"unknown stage {stage!r}")
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    """``auto``: CUDA when present, else the CPU."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def _epoch_order(seed: int, tag: int, epoch: int, n: int, flip: bool) -> tuple[torch.Tensor, torch.Tensor]:
