@@ -11,9 +11,9 @@ from torch.optim.optimizer import register_optimizer_step_pre_hook
 from rlseg.checkpoint import CheckpointMismatch, load_weights, save_weights
 from rlseg.losses import LossWeights, anneal_sigmas
 from rlseg.models import build_unet
+from rlseg.runtime import NonFiniteLossError
 from rlseg.train import (
     FeatureCache,
-    NonFiniteLossError,
     SingleClassConfig,
     fit,
     negative_sample,
