@@ -17,6 +17,7 @@ from rlseg.models import (
     build_unet,
     load_lite0_imagenet,
 )
+from rlseg.models.lite0 import lite0_weights_path
 
 
 @pytest.mark.parametrize(
@@ -150,9 +151,7 @@ def test_offline_encoder_loads_packaged_weights():
     import timm
 
     model = load_lite0_imagenet(timm.create_model("tf_efficientnet_lite0", pretrained=False))
-    packaged = torch.load(
-        __import__("rlseg.models", fromlist=["lite0_weights_path"]).lite0_weights_path(), weights_only=True
-    )
+    packaged = torch.load(lite0_weights_path(), weights_only=True)
     assert torch.equal(model.conv_stem.weight, packaged["_conv_stem.weight"])
     unet = SingleClassUNet()
     assert torch.equal(unet.encoder.model.conv_stem.weight, packaged["_conv_stem.weight"])

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["NonFiniteLossError", "resolve_device"]
+__all__ = ["EncoderWeightsUnavailable", "NonFiniteLossError", "resolve_device"]
+
+
+class EncoderWeightsUnavailable(RuntimeError):
+    """Pretrained weights could not be loaded (typically: no internet)."""
 
 
 class NonFiniteLossError(FloatingPointError):

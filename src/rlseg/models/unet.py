@@ -1,0 +1,188 @@
+"""The single-class U-Net: a frozen ImageNet encoder, a decoder, and a 2-channel softmax (object / background)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn as nn
+
+from rlseg.models.encoders import (
+    OFFLINE_ENCODER,
+    SINGLE_CLASS_ENCODERS,
+    Normalise,
+    all_blocks_encoder,
+    encoder_stats,
+    smp_encoder,
+)
+
+# one 3x3 conv after the skip concatenations at strides 4 and 2 only: on ECSSD it lifts reg from 0.67-0.71 to 0.75
+# where convolutions at the coarse strides sink it (docs/single_class_study.md)
+LIGHT_DECODER_CONVS = (0, 0, 1, 1)
+
+__all__ = ["LIGHT_DECODER_CONVS", "LightUnetDecoder", "SingleClassUNet", "build_unet"]
+
+
+def _up_block(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(nn.ConvTranspose2d(cin, cout, 2, stride=2), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+def _conv_block(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+class LightUnetDecoder(nn.Module):
+    """The reference's U-Net decoder: one 2x2 transposed convolution (+BN+ReLU) per level, skip concatenation,
+    a last transposed convolution to full resolution and a 3x3 convolution to the classes.
+
+    Several times lighter than smp's default decoder (two 3x3 convolutions per level), which dominates the
+    training time on a CPU. ``convs`` adds that many 3x3 convolutions (+BN+ReLU) after each concatenation, or
+    per level (strides 16, 8, 4, 2) when a list.
+    """
+
+    def __init__(self, encoder_channels: Sequence[int], channels: Sequence[int], classes: int,
+                 convs: int | Sequence[int] = 0) -> None:
+        super().__init__()
+        skips = list(encoder_channels[1:-1])[::-1]  # strides 16, 8, 4, 2
+        if len(channels) != len(skips) + 1:
+            raise ValueError(f"light decoder needs {len(skips) + 1} channel numbers, got {list(channels)}")
+        per_level = [convs] * len(skips) if isinstance(convs, int) else list(convs)
+        if len(per_level) != len(skips):
+            raise ValueError(f"light decoder needs {len(skips)} conv counts (strides 16 to 2), got {per_level}")
+        cin = encoder_channels[-1]
+        self.ups = nn.ModuleList()
+        self.mix = nn.ModuleList()
+        for cout, skip, n in zip(channels[:-1], skips, per_level, strict=True):
+            self.ups.append(_up_block(cin, cout))
+            cin = cout + skip
+            self.mix.append(nn.Sequential(*[_conv_block(cin if i == 0 else cout, cout) for i in range(n)]))
+            cin = cout if n else cin
+        self.last = _up_block(cin, channels[-1])
+        self.head = nn.Conv2d(channels[-1], classes, 3, padding=1)
+
+    def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
+        x = features[-1]
+        for up, mix, skip in zip(self.ups, self.mix, list(features[1:-1])[::-1], strict=True):
+            x = mix(torch.cat([up(x), skip], 1))
+        return self.head(self.last(x))
+
+
+class SingleClassUNet(nn.Module):
+    """U-Net for one class: frozen pretrained encoder, configurable decoder, 2-channel softmax output.
+
+    ``forward`` takes RGB in 0-1 [B, 3, H, W] (H, W multiples of 32) and returns probabilities [B, 2, H, W],
+    channel 1 = object. A frozen encoder's weights never change. ``encoder_batchnorm`` says what its BatchNorm
+    layers do: ``"fixed"`` (default) keeps them in eval mode whatever ``train()`` is called with, so the
+    ImageNet statistics stay; ``"train"`` lets them follow ``train()`` as the reference implementation does
+    (its ``model.train()`` reaches the frozen MobileNetV2 too): in training they normalise with each batch's
+    statistics and their running statistics drift to the training images, which ``eval()`` then uses.
+    ``decoder_convs`` None means the decoder's default: ``LIGHT_DECODER_CONVS`` for the light one.
+    """
+
+    def __init__(
+        self,
+        encoder: str = OFFLINE_ENCODER,
+        decoder: str = "light",
+        decoder_channels: Sequence[int] = (128, 64, 32, 16, 16),
+        pretrained: bool = True,
+        freeze_encoder: bool = True,
+        encoder_head: bool = False,
+        decoder_convs: int | Sequence[int] | None = None,
+        encoder_features: str = "stage_ends",
+        encoder_batchnorm: str = "fixed",
+    ) -> None:
+        super().__init__()
+        if decoder_convs is None:
+            decoder_convs = LIGHT_DECODER_CONVS if decoder == "light" else 0
+        if encoder not in SINGLE_CLASS_ENCODERS:
+            raise ValueError(f"encoder must be one of {SINGLE_CLASS_ENCODERS}, not {encoder!r}")
+        self.arch = {"encoder": encoder, "decoder": decoder, "decoder_channels": list(decoder_channels),
+                     "encoder_head": encoder_head, "encoder_features": encoder_features,
+                     "decoder_convs": decoder_convs if isinstance(decoder_convs, int) else list(decoder_convs)}
+        self.normalise = Normalise(*encoder_stats(encoder))
+        if encoder_features == "all_blocks":
+            if encoder_head:
+                raise ValueError("encoder_head and encoder_features 'all_blocks' exclude each other")
+            self.encoder = all_blocks_encoder(encoder, pretrained)
+        elif encoder_features == "stage_ends":
+            self.encoder = smp_encoder(encoder, pretrained, head=encoder_head)
+        else:
+            raise ValueError(f"encoder_features must be 'stage_ends' or 'all_blocks', not {encoder_features!r}")
+        if encoder_batchnorm not in ("fixed", "train"):
+            raise ValueError(f"encoder_batchnorm must be 'fixed' or 'train', not {encoder_batchnorm!r}")
+        self.freeze_encoder = freeze_encoder
+        # a trainable encoder always trains its BatchNorm; "fixed" only means something for a frozen one
+        self.encoder_batchnorm = encoder_batchnorm if freeze_encoder else "train"
+        if decoder == "light":
+            self.decoder = LightUnetDecoder(self.encoder.out_channels, decoder_channels, 2, convs=decoder_convs)
+        elif decoder == "smp":
+            if decoder_convs if isinstance(decoder_convs, int) else any(decoder_convs):
+                raise ValueError("decoder_convs applies to the light decoder (smp's has two per level)")
+            from segmentation_models_pytorch.decoders.unet.decoder import UnetDecoder
+
+            dec = UnetDecoder(
+                encoder_channels=self.encoder.out_channels,
+                decoder_channels=decoder_channels,
+                n_blocks=len(decoder_channels),
+            )
+            self.decoder = _SmpDecoder(dec, decoder_channels[-1])
+        else:
+            raise ValueError(f"decoder must be 'light' or 'smp', not {decoder!r}")
+        if freeze_encoder:
+            for p in self.encoder.parameters():
+                p.requires_grad_(False)
+            self.encoder.eval()
+
+    @property
+    def fixed_encoder(self) -> bool:
+        """Whether the encoder gives an image the same features every time (frozen, BatchNorm fixed)."""
+        return self.encoder_batchnorm == "fixed"  # "fixed" is kept for a frozen encoder only (see __init__)
+
+    def train(self, mode: bool = True) -> SingleClassUNet:
+        super().train(mode)
+        if self.fixed_encoder:
+            self.encoder.eval()
+        return self
+
+    def features(self, image: torch.Tensor) -> list[torch.Tensor]:
+        """The encoder's features ``[input, stride 2, ..., stride 32]`` of RGB images in 0-1."""
+        x = self.normalise(image)
+        if self.freeze_encoder:
+            with torch.no_grad():
+                return list(self.encoder(x))
+        return list(self.encoder(x))
+
+    def decode(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Probabilities [B, 2, H, W] from the encoder's features."""
+        return torch.softmax(self.decoder(features), dim=1)
+
+    def logits(self, image: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.features(image))
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.features(image))
+
+
+class _SmpDecoder(nn.Module):
+    def __init__(self, decoder: nn.Module, channels: int) -> None:
+        super().__init__()
+        self.decoder = decoder
+        self.head = nn.Conv2d(channels, 2, 3, padding=1)
+
+    def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
+        return self.head(self.decoder(list(features)))
+
+
+def build_unet(arch: dict, pretrained: bool = True) -> SingleClassUNet:
+    """Build a single-class U-Net from an architecture dict (``encoder``, ``decoder``, ``decoder_channels``)."""
+    return SingleClassUNet(
+        encoder=arch.get("encoder", OFFLINE_ENCODER),
+        decoder=arch.get("decoder", "light"),
+        decoder_channels=arch.get("decoder_channels", (128, 64, 32, 16, 16)),
+        pretrained=pretrained,
+        freeze_encoder=arch.get("freeze_encoder", True),
+        encoder_head=arch.get("encoder_head", False),
+        decoder_convs=arch.get("decoder_convs"),
+        encoder_features=arch.get("encoder_features", "stage_ends"),
+        encoder_batchnorm=arch.get("encoder_batchnorm", "fixed"),
+    )
