@@ -6,6 +6,7 @@ Every check runs before any job and names the key or folder at fault.
 from __future__ import annotations
 
 import copy
+import functools
 import os
 from pathlib import Path
 
@@ -14,11 +15,24 @@ import yaml
 # the package carries the schema (workflow/schemas/ links to it), so the library works outside a checkout
 SCHEMA = Path(__file__).resolve().with_name("config.schema.yaml")
 
-__all__ = ["ConfigError", "check_config", "load_config"]
+__all__ = ["ConfigError", "check_config", "defaults", "load_config"]
 
 
 class ConfigError(ValueError):
     """A configuration value that cannot work; the message names the key."""
+
+
+@functools.cache
+def _schema(path: str) -> dict:
+    return yaml.safe_load(Path(path).read_text())
+
+
+def defaults(section: str) -> dict:
+    """The schema's default of every key of a config section: the one place a setting's default is written.
+
+    The library's dataclasses and function defaults read theirs from here."""
+    props = _schema(str(SCHEMA))["properties"][section]["properties"]
+    return {k: copy.deepcopy(v["default"]) for k, v in props.items() if "default" in v}
 
 
 def _fill_defaults(schema: dict, obj: dict) -> None:
@@ -38,7 +52,7 @@ def load_config(*paths: str | os.PathLike, overrides: dict | None = None, schema
         _merge(config, yaml.safe_load(Path(p).read_text()) or {})
     if overrides:
         _merge(config, overrides)
-    sch = yaml.safe_load(Path(schema).read_text())
+    sch = _schema(str(schema))
     try:
         jsonschema.validate(config, sch)
     except jsonschema.ValidationError as err:

@@ -21,7 +21,7 @@ from pathlib import Path
 from icrawler import ImageDownloader
 from PIL import Image
 
-from rlseg.imageio import BadImageError, load_image
+from rlseg.imageio import MAX_PIXELS, MIN_SIDE, BadImageError, load_image
 from rlseg.ingest import WEB_COLUMNS, dhash
 
 log = logging.getLogger(__name__)
@@ -57,8 +57,8 @@ class CheckedDownloader(ImageDownloader):
 
     records: list[dict]
     counters: dict[str, int]
-    max_pixels: int = 50_000_000
-    min_side: int = 64
+    max_pixels: int = MAX_PIXELS
+    min_side: int = MIN_SIDE
     engine: str = ""
     query: str = ""
     backoff: float = 0.5
@@ -129,8 +129,8 @@ class CheckedDownloader(ImageDownloader):
 def _downloader_for(records: list[dict], counters: dict[str, int], images: dict, engine: str, query: str,
                     backoff: float, retries: int, timeout: float) -> type[CheckedDownloader]:
     return type("BoundCheckedDownloader", (CheckedDownloader,), {
-        "records": records, "counters": counters, "max_pixels": images.get("max_pixels", 50_000_000),
-        "min_side": images.get("min_side", 64), "engine": engine, "query": query, "backoff": backoff,
+        "records": records, "counters": counters, "max_pixels": images.get("max_pixels", MAX_PIXELS),
+        "min_side": images.get("min_side", MIN_SIDE), "engine": engine, "query": query, "backoff": backoff,
         "retries": retries, "timeout": timeout,
     })
 

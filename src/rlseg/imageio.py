@@ -11,15 +11,17 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
+from rlseg.config import defaults
+
 # PIL's own bomb check only warns below 2x its limit; we enforce our own cap before decoding.
 Image.MAX_IMAGE_PIXELS = None
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
-MAX_PIXELS = 50_000_000
-MIN_SIDE = 16
+MAX_PIXELS = defaults("images")["max_pixels"]
+MIN_SIDE = defaults("images")["min_side"]
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
-__all__ = ["IMAGE_SUFFIXES", "MAX_PIXELS", "BadImageError", "load_image", "load_mask", "to_rgb"]
+__all__ = ["IMAGE_SUFFIXES", "MAX_PIXELS", "MIN_SIDE", "BadImageError", "load_image", "load_mask", "to_rgb"]
 
 
 class BadImageError(ValueError):

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from rlseg.imageio import IMAGE_SUFFIXES, MAX_PIXELS, BadImageError, load_image
+from rlseg.imageio import IMAGE_SUFFIXES, MAX_PIXELS, MIN_SIDE, BadImageError, load_image
 from rlseg.io import write_csv
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,7 @@ def check_files(
     files: Iterable[str | os.PathLike],
     root: str | os.PathLike | None = None,
     max_pixels: int = MAX_PIXELS,
-    min_side: int = 32,
+    min_side: int = MIN_SIDE,
     on_bad_image: str = "skip",
 ) -> list[dict]:
     """Check each file and return candidate rows (used or skipped with the reason, and a difference hash).

@@ -17,6 +17,7 @@ from PIL import Image, ImageFilter
 from tqdm import tqdm
 
 from rlseg.checkpoint import resume, save_checkpoint, save_weights
+from rlseg.config import defaults
 from rlseg.data import to_float
 from rlseg.imageio import load_image, load_mask
 from rlseg.models import MultiClassNet, build_multiclass
@@ -27,24 +28,27 @@ log = logging.getLogger(__name__)
 __all__ = ["MultiClassConfig", "augment", "predict_full", "train_multiclass"]
 
 
+_MC = defaults("multiclass")
+
+
 @dataclass
 class MultiClassConfig:
-    """Settings of the multi-class network; defaults are the paper's DeepLab setting."""
+    """Settings of the multi-class network; the defaults are the schema's (the paper's DeepLab setting)."""
 
-    arch: str = "deeplabv3_resnet101"
-    encoder: str = "tu-tf_efficientnet_lite0"
-    epochs: int = 100
-    batch_size: int = 10
-    crop: int = 513
-    lr: float = 1e-3
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    poly_power: float = 0.9
-    scale_min: float = 0.5
-    scale_max: float = 1.5
-    blur_prob: float = 0.5
-    flip: bool = True
-    seed: int = 0
+    arch: str = _MC["arch"]
+    encoder: str = _MC["encoder"]
+    epochs: int = _MC["epochs"]
+    batch_size: int = _MC["batch_size"]
+    crop: int = _MC["crop"]
+    lr: float = _MC["lr"]
+    momentum: float = _MC["momentum"]
+    weight_decay: float = _MC["weight_decay"]
+    poly_power: float = _MC["poly_power"]
+    scale_min: float = _MC["scale_min"]
+    scale_max: float = _MC["scale_max"]
+    blur_prob: float = _MC["blur_prob"]
+    flip: bool = _MC["flip"]
+    seed: int = _MC["seed"]
 
     @classmethod
     def from_dict(cls, d: dict) -> MultiClassConfig:

@@ -225,7 +225,7 @@ def run_base_model(base: dict, settings: dict, results: str, model_out: str, his
     the classes' manifests, read when ``base["source"] == "classes"``."""
     files = base_model_images(base, results, manifests)
     manifest = Path(outdir) / "manifest.csv"
-    write_manifest(manifest, finalize_manifests({"base": check_files(files, min_side=32)})["base"])
+    write_manifest(manifest, finalize_manifests({"base": check_files(files)})["base"])
     cfg = {**settings, "negatives": False}
     run_single_class("base", str(manifest), [str(manifest)], ["base"], {"base": 1}, cfg, outdir, model_out,
                      history_out, device=device)

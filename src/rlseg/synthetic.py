@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from rlseg.config import defaults
 from rlseg.io import atomic_path, save_png
 from rlseg.voc import voc_palette, write_voc_dir_index
 
@@ -39,18 +40,21 @@ PALETTE = np.array(
 __all__ = ["SHAPES", "WorldSpec", "render_image", "write_world"]
 
 
+_W = defaults("synthetic")
+
+
 @dataclass
 class WorldSpec:
-    """Size and seeds of a synthetic world."""
+    """Size and seeds of a synthetic world (defaults: the schema's ``synthetic`` section)."""
 
     classes: tuple[str, ...] = SHAPES
-    images_per_class: int = 120
-    negatives: int = 40
-    eval_images: int = 100
-    size: int = 128
-    seed: int = 0
-    eval_seed: int = 1000
-    confuser_rate: float = 0.2
+    images_per_class: int = _W["images_per_class"]
+    negatives: int = _W["negatives"]
+    eval_images: int = _W["eval_images"]
+    size: int = _W["size"]
+    seed: int = _W["seed"]
+    eval_seed: int = _W["eval_seed"]
+    confuser_rate: float = _W["confuser_rate"]
     min_area: float = 0.05
     max_area: float = 0.6
 

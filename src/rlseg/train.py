@@ -8,6 +8,7 @@ the benchmarks all call :func:`train_single_class`.
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import time
@@ -19,6 +20,7 @@ import torch
 from tqdm import tqdm
 
 from rlseg.checkpoint import load_weights, resume, save_checkpoint, save_weights
+from rlseg.config import defaults
 from rlseg.data import to_float
 from rlseg.losses import LossWeights, RegularizedLoss, anneal_sigmas, gt_loss
 from rlseg.metrics import ConfusionMatrix, f_measure, jaccard
@@ -39,51 +41,56 @@ __all__ = [
 ]
 
 
+_SC = defaults("single_class")
+
+
 @dataclass
 class SingleClassConfig:
-    """Every setting of single-class training; the defaults are the paper's (reference implementation)."""
+    """Every setting of single-class training; the defaults are the schema's (the paper's reference implementation),
+    described there (``config.schema.yaml``)."""
 
-    encoder: str = "tu-tf_efficientnet_lite0"
-    decoder: str = "light"
-    decoder_channels: list[int] = field(default_factory=lambda: [128, 64, 32, 16, 16])
-    freeze_encoder: bool = True
-    encoder_batchnorm: str = "fixed"  # or "train": the reference's frozen encoder normalises with batch statistics
-    encoder_head: bool = False
-    encoder_features: str = "stage_ends"
-    decoder_convs: int | list[int] | None = None  # None: the decoder's default (models.LIGHT_DECODER_CONVS)
-    resolutions: list[int] = field(default_factory=lambda: [128, 256])
-    anneal_epochs: int = 15
-    sigma_start: float = 0.05
-    sigma_end: float = 0.15
-    normal_epochs: int = 50
-    transfer_epochs: int = 50
-    negative_epochs: int = 200
-    lambda_reg: float = 100.0
-    lambda_reg_anneal: float = 1.0
-    lambda_vol_anneal: float = 1.0
-    lambda_pos_anneal: float = 1.0
-    lambda_vol: float = 1.0
-    lambda_pos: float = 1.0
-    lambda_neg: float = 2.0
-    negative_ratio: float = 0.0  # negatives drawn afresh each negative epoch per own image; 0: all, every epoch
-    lambda_s: float = 5.0
-    vol_target: float = 0.5
-    vol_minimum: float = 0.15
-    border_width: int = 3
-    diagonal: bool = False
-    loss_form: str = "reference"  # or "printed": the paper's equations as printed
-    supervision: str = "regularized"  # or "gt": cross-entropy on true masks
-    batch_size: int = 16
-    lr: float = 1e-3
+    encoder: str = _SC["encoder"]
+    decoder: str = _SC["decoder"]
+    decoder_channels: list[int] = field(default_factory=lambda: copy.deepcopy(_SC["decoder_channels"]))
+    freeze_encoder: bool = _SC["freeze_encoder"]
+    # "train": the reference's frozen encoder normalises with batch statistics
+    encoder_batchnorm: str = _SC["encoder_batchnorm"]
+    encoder_head: bool = _SC["encoder_head"]
+    encoder_features: str = _SC["encoder_features"]
+    decoder_convs: int | list[int] | None = _SC["decoder_convs"]  # None: the decoder's own (LIGHT_DECODER_CONVS)
+    resolutions: list[int] = field(default_factory=lambda: copy.deepcopy(_SC["resolutions"]))
+    anneal_epochs: int = _SC["anneal_epochs"]
+    sigma_start: float = _SC["sigma_start"]
+    sigma_end: float = _SC["sigma_end"]
+    normal_epochs: int = _SC["normal_epochs"]
+    transfer_epochs: int = _SC["transfer_epochs"]
+    negative_epochs: int = _SC["negative_epochs"]
+    lambda_reg: float = _SC["lambda_reg"]
+    lambda_reg_anneal: float = _SC["lambda_reg_anneal"]
+    lambda_vol_anneal: float = _SC["lambda_vol_anneal"]
+    lambda_pos_anneal: float = _SC["lambda_pos_anneal"]
+    lambda_vol: float = _SC["lambda_vol"]
+    lambda_pos: float = _SC["lambda_pos"]
+    lambda_neg: float = _SC["lambda_neg"]
+    negative_ratio: float = _SC["negative_ratio"]  # negatives per own image, drawn afresh; 0: all, every epoch
+    lambda_s: float = _SC["lambda_s"]
+    vol_target: float = _SC["vol_target"]
+    vol_minimum: float = _SC["vol_minimum"]
+    border_width: int = _SC["border_width"]
+    diagonal: bool = _SC["diagonal"]
+    loss_form: str = _SC["loss_form"]  # or "printed": the paper's equations as printed
+    supervision: str = _SC["supervision"]  # or "gt": cross-entropy on true masks
+    batch_size: int = _SC["batch_size"]
+    lr: float = _SC["lr"]
     # True is the reference's training loop: each annealing step and each stage is its own train_normal call, with
     # a fresh Adam and a StepLR (x0.1 every 100 epochs) that only a stage longer than 100 epochs reaches. The paper
     # prints neither; one Adam through all stages (False) measured better here (README), so it is the default.
-    optimizer_restart: bool = False
-    lr_step_epochs: int = 100
-    lr_gamma: float = 0.1
-    flip: bool = True
-    seed: int = 0
-    feature_cache_mb: int = 2048  # memory for the frozen encoder's features; results move by float rounding only
+    optimizer_restart: bool = _SC["optimizer_restart"]
+    lr_step_epochs: int = _SC["lr_step_epochs"]
+    lr_gamma: float = _SC["lr_gamma"]
+    flip: bool = _SC["flip"]
+    seed: int = _SC["seed"]
+    feature_cache_mb: int = _SC["feature_cache_mb"]  # frozen encoder's features; moves results by rounding only
 
     @classmethod
     def from_dict(cls, d: dict) -> SingleClassConfig:
