@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -13,14 +14,21 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageFilter
+from PIL import Image
 from tqdm import tqdm
 
 from rlseg.checkpoint import resume, save_checkpoint, save_weights
 from rlseg.config import defaults
 from rlseg.data import to_float
-from rlseg.imageio import load_image, load_mask
 from rlseg.models import MultiClassNet, build_multiclass
+from rlseg.multiclass_data import (
+    AugmentedCrops,
+    DecodedPairs,
+    EpochBatches,
+    apply_augment,
+    draw_augment,
+    epoch_batches,
+)
 from rlseg.runtime import NonFiniteLossError, resolve_device
 
 log = logging.getLogger(__name__)
@@ -49,6 +57,8 @@ class MultiClassConfig:
     blur_prob: float = _MC["blur_prob"]
     flip: bool = _MC["flip"]
     seed: int = _MC["seed"]
+    max_short_side: int | None = _MC["max_short_side"]
+    loader_workers: int = _MC["loader_workers"]
 
     @classmethod
     def from_dict(cls, d: dict) -> MultiClassConfig:
@@ -61,34 +71,8 @@ class MultiClassConfig:
 def augment(image: Image.Image, label: np.ndarray, cfg: MultiClassConfig, rng: random.Random
             ) -> tuple[np.ndarray, np.ndarray]:
     """Random rescale, horizontal flip and Gaussian blur, then a ``cfg.crop`` crop (padded with void)."""
-    s = rng.uniform(cfg.scale_min, cfg.scale_max)
-    w, h = image.size
-    nw, nh = max(1, round(w * s)), max(1, round(h * s))
-    image = image.resize((nw, nh), Image.BILINEAR)
-    lab = Image.fromarray(label).resize((nw, nh), Image.NEAREST)
-    if cfg.flip and rng.random() < 0.5:
-        image = image.transpose(Image.FLIP_LEFT_RIGHT)
-        lab = lab.transpose(Image.FLIP_LEFT_RIGHT)
-    if rng.random() < cfg.blur_prob:
-        image = image.filter(ImageFilter.GaussianBlur(radius=rng.uniform(0.1, 2.0)))
-    img = np.asarray(image)
-    lab_a = np.asarray(lab)
-    c = cfg.crop
-    ph, pw = max(c - nh, 0), max(c - nw, 0)
-    if ph or pw:
-        img = np.pad(img, ((0, ph), (0, pw), (0, 0)), constant_values=124)
-        lab_a = np.pad(lab_a, ((0, ph), (0, pw)), constant_values=255)
-    y = rng.randint(0, img.shape[0] - c)
-    x = rng.randint(0, img.shape[1] - c)
-    return img[y : y + c, x : x + c], lab_a[y : y + c, x : x + c]
-
-
-def _load_pairs(pairs: Sequence[tuple[str, str]], num_classes: int) -> list[tuple[Image.Image, np.ndarray]]:
-    out = []
-    for img_path, lab_path in tqdm(pairs, desc="decode", leave=False, mininterval=5):
-        img = load_image(img_path)
-        out.append((img, load_mask(lab_path, size=img.size, num_classes=num_classes)))
-    return out
+    params = draw_augment(rng, image.size, cfg.crop, cfg.scale_min, cfg.scale_max, cfg.flip, cfg.blur_prob)
+    return apply_augment(np.asarray(image), label, params, cfg.crop)
 
 
 def train_multiclass(
@@ -109,27 +93,34 @@ def train_multiclass(
     torch.manual_seed(cfg.seed)
     model = build_multiclass({"arch": cfg.arch, "encoder": cfg.encoder, "num_classes": num_classes}, pretrained)
     model.to(dev)
-    samples = _load_pairs([(str(a), str(b)) for a, b in pairs], num_classes)
-    steps_per_epoch = max(1, len(samples) // cfg.batch_size)
+    data = DecodedPairs([(str(a), str(b)) for a, b in pairs], num_classes, Path(checkpoint).parent / "decoded",
+                        cfg.max_short_side)
+    steps_per_epoch = max(1, len(data) // cfg.batch_size)
+    batches = EpochBatches()
+    loader = torch.utils.data.DataLoader(AugmentedCrops(data, cfg.crop), batch_sampler=batches,
+                                         num_workers=cfg.loader_workers, persistent_workers=cfg.loader_workers > 0,
+                                         pin_memory=dev.type == "cuda",
+                                         # its seeds from its own generator: the global one (dropout) stays as is
+                                         generator=torch.Generator().manual_seed(cfg.seed))
     total_steps = cfg.epochs * steps_per_epoch
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: (1 - step / max(total_steps, 1)) ** cfg.poly_power)
-    run_config = {"multiclass": asdict(cfg), "num_classes": num_classes, "pairs": [str(p[1]) for p in pairs]}
+    # the workers change speed, not the crops: not part of what a checkpoint must match
+    settings = {k: v for k, v in asdict(cfg).items() if k != "loader_workers"}
+    run_config = {"multiclass": settings, "num_classes": num_classes, "pairs": [str(p[1]) for p in pairs]}
     start, rows = resume(checkpoint, run_config, model, opt, sched)
     amp = dev.type == "cuda"
     for epoch in tqdm(range(start, cfg.epochs), desc="epochs", initial=start, total=cfg.epochs, mininterval=10,
                       leave=False):
         t0 = time.time()
-        rng = random.Random(cfg.seed * 1_000_003 + epoch)  # data order a pure function of (seed, epoch)
-        order = list(range(len(samples)))
-        rng.shuffle(order)
+        rng = random.Random(cfg.seed * 1_000_003 + epoch)  # data order and crops a pure function of (seed, epoch)
+        batches.batches = epoch_batches(data.sizes, cfg.batch_size, steps_per_epoch, rng, cfg.crop, cfg.scale_min,
+                                        cfg.scale_max, cfg.flip, cfg.blur_prob)
         model.train()
         loss_sum = 0.0
-        for step in range(steps_per_epoch):
-            idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
-            crops = [augment(*samples[i], cfg, rng) for i in idx]
-            x = to_float(torch.from_numpy(np.stack([c[0] for c in crops])).permute(0, 3, 1, 2), dev)
-            y = torch.from_numpy(np.stack([c[1] for c in crops])).long().to(dev)
+        for step, (images, labels) in enumerate(loader):
+            x = to_float(images.permute(0, 3, 1, 2), dev)  # channels-last in memory, as decoded
+            y = labels.long().to(dev)
             with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=amp):
                 logits = model(x)
             loss = F.cross_entropy(logits.float(), y, ignore_index=255)
@@ -149,6 +140,7 @@ def train_multiclass(
         save_checkpoint(checkpoint, model, opt, sched, epoch, run_config, extra={"rows": rows})
     save_weights(out_model, model, meta={"epochs": cfg.epochs})
     Path(checkpoint).unlink(missing_ok=True)
+    shutil.rmtree(data.dir, ignore_errors=True)
     return rows
 
 
