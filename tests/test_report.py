@@ -132,7 +132,7 @@ FIGURES = ["iou_per_class.svg", "images_per_class.svg", "confusion_voc.svg", "co
 @pytest.fixture(scope="module")
 def report(smoke_run: Path) -> Path:
     snakemake(smoke_run, "results/figures/loss_accuracy.svg")  # the optional target joins the report
-    snakemake(smoke_run, "--report", "results/report.html")
+    snakemake(smoke_run, "--report", "results/report.html", "all", "results/figures/loss_accuracy.svg")
     return smoke_run / "results" / "report.html"
 
 
