@@ -169,3 +169,30 @@ def test_regularized_loss_splits_positives_and_negatives():
     assert set(terms) == {"sparse_crf", "volumetric", "positional", "negative"}
     total_all, terms_all = RegularizedLoss(weights=w)(probs, image, None)
     assert "negative" not in terms_all
+
+
+def test_reference_negative_terms_by_hand():
+    """The reference lets negatives into the positional loss: the border over the whole batch, and the centre term
+    plus (negatives' mean object probability)^2. Worked out on constant maps: a positive at 0.5 with its centre
+    box at 1, a negative at 0.2."""
+    pos = torch.full((16, 16), 0.5, dtype=torch.float64)
+    pos[6:10, 6:10] = 1.0
+    neg = torch.full((16, 16), 0.2, dtype=torch.float64)
+    probs = probs_from_object(torch.stack([pos, neg]))
+    image = torch.zeros(2, 3, 16, 16, dtype=torch.float64)  # flat: sparse-CRF weights 1, and pos has edges
+    is_neg = torch.tensor([False, True])
+    w = LossWeights(reg=0.0, vol=0.0, pos=1.0, neg=2.0, sigma=0.15)
+    # every side of both images: mean object probability (0.5 + 0.2) / 2 = 0.35 -> border 0.35^2;
+    # centre box all 1 -> 0; negatives' mean 0.2 -> 0.04
+    total, terms = RegularizedLoss(weights=w, negatives_in_positional=True)(probs, image, is_neg)
+    assert terms["positional"] == pytest.approx(0.35**2 + 0.0 + 0.2**2)
+    assert terms["negative"] == pytest.approx(0.2**2)
+    assert total.item() == pytest.approx(0.35**2 + 0.2**2 + 2 * 0.2**2)  # an effective negative weight of 3
+    # as printed: the positional loss sees the positive only (border 0.5^2)
+    total, terms = RegularizedLoss(weights=w)(probs, image, is_neg)
+    assert terms["positional"] == pytest.approx(0.5**2)
+    assert total.item() == pytest.approx(0.5**2 + 2 * 0.2**2)
+    # a batch of negatives only: the border and the negatives' term, no centre
+    _, terms = RegularizedLoss(weights=w, negatives_in_positional=True)(probs[1:], image[1:], is_neg[1:])
+    assert terms["positional"] == pytest.approx(0.2**2 + 0.2**2)
+    assert set(terms) == {"positional", "negative"}

@@ -13,6 +13,13 @@ the paper's numbers) differ, the reference is the default and the printed form i
   (mean)^2 (``negative_loss(..., printed=True)`` gives the printed form).
 * Eq. 8: the reference's sigma runs from 0.05 to 0.15 inclusive over the steps (:func:`anneal_sigmas`);
   the printed schedule starts at 0.05 + 0.1/n (``anneal_sigmas(n, printed=True)``).
+
+Negatives (Eq. 7) in a batch with positives: as printed, sparse-CRF, volumetric and positional losses see the
+positives only and the negative loss the negatives only (``RegularizedLoss(negatives_in_positional=False)``, the
+default). The reference also lets them into the positional loss: its border term averages over every image of the
+batch, negatives included, and its centre term adds (mean object probability of the negatives)^2, weighted like
+the positional loss -- with lambda_pos = 1 and lambda_neg = 2 an effective negative weight of 3
+(``negatives_in_positional=True``, config ``single_class.negatives_in_positional``).
 """
 
 from __future__ import annotations
@@ -32,6 +39,8 @@ __all__ = [
     "LossWeights",
     "RegularizedLoss",
     "anneal_sigmas",
+    "border_loss",
+    "centre_loss",
     "dense_crf_loss",
     "edge_weights",
     "gt_loss",
@@ -127,20 +136,10 @@ def volumetric_loss(
     return (fractions.mean() - target).pow(2) + lambda_s * small
 
 
-def positional_loss(
-    probs: torch.Tensor,
-    border_width: int = 3,
-    center_half: int | None = 2,
-    center_size: int = 3,
-    border_mode: str = "sides",
-) -> torch.Tensor:
-    """Positional loss, Eq. 5: the border pushed to background, the centre box to the object.
-
-    Centre: (mean object probability on the box - 1)^2. The reference's box spans the middle +- ``center_half``
-    pixels (4x4 for 2); with ``center_half=None`` the box is ``center_size`` pixels centred (the paper's c=3).
-    Border (width ``border_width``): ``"sides"`` (reference) averages (mean object probability on a side)^2 over
-    the four sides; ``"band"`` (printed) squares the mean over the whole band.
-    """
+def centre_loss(probs: torch.Tensor, center_half: int | None = 2, center_size: int = 3) -> torch.Tensor:
+    """Eq. 5's centre term: (mean object probability on the centre box - 1)^2. The reference's box spans the
+    middle +- ``center_half`` pixels (4x4 for 2); with ``center_half=None`` it is ``center_size`` pixels centred
+    (the paper's c = 3)."""
     x = probs[:, 1]
     h, w = x.shape[-2:]
     if center_half is not None:
@@ -149,18 +148,34 @@ def positional_loss(
     else:
         r0, c0 = (h - center_size) // 2, (w - center_size) // 2
         box = x[:, r0 : r0 + center_size, c0 : c0 + center_size]
-    center = (box.mean() - 1.0).pow(2)
+    return (box.mean() - 1.0).pow(2)
+
+
+def border_loss(probs: torch.Tensor, border_width: int = 3, border_mode: str = "sides") -> torch.Tensor:
+    """Eq. 5's border term (width ``border_width``): ``"sides"`` (reference) averages (mean object probability on
+    a side)^2 over the four sides; ``"band"`` (printed) squares the mean over the whole band."""
+    x = probs[:, 1]
     b = border_width
     if border_mode == "sides":
         sides = [x[:, :b, :], x[:, -b:, :], x[:, :, :b], x[:, :, -b:]]
-        border = sum(s.mean().pow(2) for s in sides) / 4.0
-    elif border_mode == "band":
+        return sum(s.mean().pow(2) for s in sides) / 4.0
+    if border_mode == "band":
         band = torch.ones_like(x[0], dtype=torch.bool)
         band[b:-b, b:-b] = False
-        border = x[:, band].mean().pow(2)
-    else:
-        raise ValueError(f"border_mode must be 'sides' or 'band', not {border_mode!r}")
-    return border + center
+        return x[:, band].mean().pow(2)
+    raise ValueError(f"border_mode must be 'sides' or 'band', not {border_mode!r}")
+
+
+def positional_loss(
+    probs: torch.Tensor,
+    border_width: int = 3,
+    center_half: int | None = 2,
+    center_size: int = 3,
+    border_mode: str = "sides",
+) -> torch.Tensor:
+    """Positional loss, Eq. 5: the border pushed to background (:func:`border_loss`), the centre box to the object
+    (:func:`centre_loss`)."""
+    return border_loss(probs, border_width, border_mode) + centre_loss(probs, center_half, center_size)
 
 
 def negative_loss(probs: torch.Tensor, printed: bool = False) -> torch.Tensor:
@@ -246,8 +261,9 @@ class LossWeights:
 class RegularizedLoss:
     """The complete loss of Eq. 6 (+ Eq. 7 where negatives exist), computed once per batch.
 
-    In a batch that mixes positives and negatives, sparse-CRF, volumetric and positional losses see the
-    positives only and the negative loss the negatives only, as in the reference. ``__call__`` returns the
+    In a batch that mixes positives and negatives, sparse-CRF and volumetric losses see the positives only, the
+    negative loss the negatives only, and the positional loss the positives only or, with
+    ``negatives_in_positional`` (the reference), negatives too (see the module's docstring). ``__call__`` returns the
     weighted total and each term (unweighted) for logging.
     """
 
@@ -262,6 +278,7 @@ class RegularizedLoss:
     center_size: int = 3
     border_mode: str = "sides"
     negative_printed: bool = False
+    negatives_in_positional: bool = False
 
     def __call__(
         self, probs: torch.Tensor, image: torch.Tensor, is_negative: torch.Tensor | None = None
@@ -273,16 +290,28 @@ class RegularizedLoss:
         if pos_mask is not None and not bool(pos_mask.all()):
             p, im = probs[pos_mask], image[pos_mask]
         total = probs.new_zeros(())
+        has_neg = is_negative is not None and bool(is_negative.any())
         if p.shape[0] > 0:
             terms["sparse_crf"] = sparse_crf_loss(p, im, w.sigma, diagonal=self.diagonal)
             terms["volumetric"] = volumetric_loss(
                 p, self.vol_target, self.vol_minimum, self.lambda_s, self.small_reduction
             )
+            total = total + w.reg * terms["sparse_crf"] + w.vol * terms["volumetric"]
+        if self.negatives_in_positional and has_neg:
+            # the reference: the border over the whole batch; the centre over the positives, plus the negatives'
+            # mean object probability squared
+            positional = border_loss(probs, self.border_width, self.border_mode)
+            positional = positional + probs[is_negative][:, 1].mean().pow(2)
+            if p.shape[0] > 0:
+                positional = positional + centre_loss(p, self.center_half, self.center_size)
+            terms["positional"] = positional
+            total = total + w.pos * positional
+        elif p.shape[0] > 0:
             terms["positional"] = positional_loss(
                 p, self.border_width, self.center_half, self.center_size, self.border_mode
             )
-            total = total + w.reg * terms["sparse_crf"] + w.vol * terms["volumetric"] + w.pos * terms["positional"]
-        if is_negative is not None and bool(is_negative.any()):
+            total = total + w.pos * terms["positional"]
+        if has_neg:
             terms["negative"] = negative_loss(probs[is_negative], printed=self.negative_printed)
             total = total + w.neg * terms["negative"]
         return total, {k: float(v.detach()) for k, v in terms.items()}

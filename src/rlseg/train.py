@@ -72,6 +72,7 @@ class SingleClassConfig:
     lambda_vol: float = _SC["lambda_vol"]
     lambda_pos: float = _SC["lambda_pos"]
     lambda_neg: float = _SC["lambda_neg"]
+    negatives_in_positional: bool = _SC["negatives_in_positional"]
     negative_ratio: float = _SC["negative_ratio"]  # negatives per own image, drawn afresh; 0: all, every epoch
     lambda_s: float = _SC["lambda_s"]
     vol_target: float = _SC["vol_target"]
@@ -114,7 +115,7 @@ class SingleClassConfig:
             weights=weights, diagonal=self.diagonal, vol_target=self.vol_target, vol_minimum=self.vol_minimum,
             lambda_s=self.lambda_s, small_reduction="sum" if printed else "mean", border_width=self.border_width,
             center_half=None if printed else 2, center_size=3, border_mode="band" if printed else "sides",
-            negative_printed=False,
+            negative_printed=False, negatives_in_positional=self.negatives_in_positional,
         )
 
 
