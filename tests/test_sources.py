@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import csv
 import shutil
+from pathlib import Path
 
 import numpy as np
 import yaml
 from fixtures import make_voc
 from PIL import Image
-from test_pipeline import REPO, SMOKE, snakemake
+from snakemake_helpers import REPO, SMOKE, rows, snakemake
 
 from rlseg.voc import pascal_single
-
-
-def rows(path):
-    with open(path, newline="") as fh:
-        return list(csv.DictReader(fh))
 
 
 def test_pascal_single_excludes_val_and_multi_class_images(tmp_path):
@@ -86,3 +81,45 @@ def test_voc2012_uses_an_existing_devkit(tmp_path):
                      str(tmp_path / "index.csv"))
     index = rows(tmp_path / "index.csv")
     assert len(index) == 3 and all("VOCdevkit/VOC2012/SegmentationClass" in x["mask"] for x in index)
+
+
+def test_a_new_image_source_is_one_registration(tmp_path):
+    """A source that reads each class's file list from <lists>/<class>.txt, masks beside the images: one
+    ImageSource registered (its name would join the schema's images.source enum for the workflow)."""
+    from fixtures import photo
+
+    from rlseg.ingest import check_files
+    from rlseg.pipeline import finalize, ingest_class, true_mask_pairs
+    from rlseg.sources import ImageSource, get_source, register
+
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    for cls in ("cat", "dog"):
+        paths = []
+        for i in range(3):
+            img = tmp_path / "pool" / f"{cls}{i}.jpg"
+            img.parent.mkdir(exist_ok=True)
+            photo(seed=len(cls) * 10 + i).save(img)
+            Image.fromarray(np.full((80, 96), 8 if cls == "cat" else 12, np.uint8)).save(img.with_suffix(".png"))
+            paths.append(str(img))
+        (lists / f"{cls}.txt").write_text("\n".join(paths + [str(tmp_path / "pool" / "missing.jpg")]))
+
+    def candidates(cls, images, web, results):
+        files = (lists / f"{cls}.txt").read_text().split()
+        return check_files(files, max_pixels=images["max_pixels"], min_side=images["min_side"])
+
+    register(ImageSource(name="listed", candidates=candidates,
+                         true_mask=lambda path, cls, results: tmp_path / "pool" / f"{Path(path).stem}.png"))
+    assert get_source("listed").prepared_by is None
+    images = {"source": "listed", "max_pixels": 10**7, "min_side": 32, "on_bad_image": "skip"}
+    results = tmp_path / "results"
+    for cls in ("cat", "dog"):
+        ingest_class(cls, images, {}, str(results), str(results / "images" / cls / "candidates.csv"))
+    cands = [str(results / "images" / c / "candidates.csv") for c in ("cat", "dog")]
+    mans = [str(results / "images" / c / "manifest.csv") for c in ("cat", "dog")]
+    finalize(cands, mans, ["cat", "dog"], near_duplicate_bits=-1, min_images=2)
+    cat = rows(results / "images" / "cat" / "manifest.csv")
+    assert [r["status"] for r in cat] == ["used"] * 3 + ["skipped"] and "No such file" in cat[-1]["reason"]
+    true_mask_pairs("listed", mans, str(results), str(results / "ground_truth" / "pairs.csv"))
+    pairs = rows(results / "ground_truth" / "pairs.csv")
+    assert len(pairs) == 6 and all(Path(p["label"]).is_file() for p in pairs)

@@ -118,26 +118,9 @@ def check_config(config: dict) -> None:
                           "(output stride 16); e.g. 512")
     if mc["scale_min"] > mc["scale_max"]:
         raise ConfigError("multiclass.scale_min must not exceed multiclass.scale_max")
-    images = config["images"]
-    if images["source"] in ("folder",):
-        root = images.get("root")
-        if not root:
-            raise ConfigError("images.root: required when images.source is folder")
-        for c in classes:
-            folder = Path(root) / c
-            if not folder.is_dir():
-                raise ConfigError(f"images.root: class folder {folder} is missing")
-            if not any(p.suffix.lower() in (".jpg", ".jpeg", ".png") for p in folder.iterdir()):
-                raise ConfigError(f"images.root: class folder {folder} has no .jpg/.jpeg/.png images")
-    if images["source"] == "voc_single":
-        from rlseg.voc import VOC_CLASSES
+    from rlseg.sources import get_source
 
-        if not images.get("root"):
-            raise ConfigError("images.root: required when images.source is voc_single (where VOCdevkit is or goes)")
-
-        bad = [c for c in classes if c not in VOC_CLASSES[1:]]
-        if bad:
-            raise ConfigError(f"classes: {bad} are not Pascal VOC classes (images.source = voc_single)")
+    get_source(config["images"]["source"]).check(config)
     ev = config["eval"]
     if ev["source"] == "voc_dir":
         if not ev.get("root") or not Path(ev["root"]).is_dir():

@@ -66,33 +66,12 @@ def setup_threads(threads: int) -> None:
     torch.set_num_threads(max(1, int(threads)))
 
 
-def source_files(cls: str, images: dict, results: str) -> list[Path]:
-    """The candidate image files of a class for the folder, synthetic and voc_single sources."""
-    source = images["source"]
-    if source == "synthetic":
-        return folder_images(Path(results) / "world" / "images" / cls)
-    if source == "folder":
-        folder = Path(images["root"]) / cls
-        if not folder.is_dir():
-            raise FileNotFoundError(f"{folder}: class folder missing (images.source = folder)")
-        return folder_images(folder)
-    if source == "voc_single":
-        index = Path(results) / "voc" / "pascal_single.csv"
-        return [Path(r["path"]) for r in read_manifest(index) if r["class"] == cls]
-    raise ValueError(f"source {source!r} has no file list; the web source crawls")
-
-
 def ingest_class(cls: str, images: dict, web: dict, results: str, candidates: str) -> None:
-    """Check the class's images (the web source crawls first) and write its candidate list."""
-    if images["source"] == "web":
-        from rlseg.crawl import crawl_class
+    """Collect and check the class's images from the configured source (:mod:`rlseg.sources`) and write its
+    candidate list."""
+    from rlseg.sources import get_source
 
-        rows = crawl_class(cls, web, images, Path(results) / "web" / cls)
-    else:
-        files = source_files(cls, images, results)
-        root = Path(images["root"]) if images["source"] == "folder" else None
-        rows = check_files(files, root=root, max_pixels=images["max_pixels"], min_side=images["min_side"],
-                           on_bad_image=images["on_bad_image"])
+    rows = get_source(images["source"]).candidates(cls, images, web, Path(results))
     write_manifest(candidates, rows)
     used = sum(r["status"] == "used" for r in rows)
     log.info("class %s: %d usable, %d skipped -> %s", cls, used, len(rows) - used, candidates)
@@ -284,17 +263,17 @@ def predict_eval_set(model_path: str, index: str, pairs_out: str, outdir: str | 
 
 def true_mask_pairs(source: str, inputs: Sequence[str], results: str, pairs_out: str) -> None:
     """(image, true mask) pairs of the used training images, where true masks exist."""
+    from rlseg.sources import get_source
+
+    true_mask = get_source(source).true_mask
+    if true_mask is None:
+        raise ValueError(f"images.source {source!r} has no true masks (no upper bound)")
     rows = []
     manifests = [f for f in inputs if f.endswith("manifest.csv")]
     for m in manifests:
         cls = Path(m).parent.name
         for p in used_paths(m):
-            if source == "synthetic":
-                mask = Path(results) / "world" / "masks" / cls / (Path(p).stem + ".png")
-            else:
-                from rlseg.voc import true_mask_for
-
-                mask = true_mask_for(p)
+            mask = true_mask(p, cls, Path(results))
             if mask is not None and Path(mask).is_file():
                 rows.append({"image": p, "label": str(mask)})
     if not rows:

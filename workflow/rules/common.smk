@@ -1,15 +1,17 @@
 # Paths and config helpers shared by the rules.
 from pathlib import Path
 
+from rlseg.sources import get_source
 from rlseg.voc import class_ids
 
 R = config["results"]
 CLASSES = list(config["classes"])
 IDS = class_ids(CLASSES)
 SOURCE = config["images"]["source"]
+SRC = get_source(SOURCE)
 EVAL = config["eval"]["source"]
 SYNTHETIC = SOURCE == "synthetic" or EVAL == "synthetic"
-TRUE_MASKS = SOURCE in ("synthetic", "voc_single")
+TRUE_MASKS = SRC.true_mask is not None
 
 
 UPPER_BOUND = config["upper_bound"] and TRUE_MASKS
@@ -83,8 +85,9 @@ def base_manifests():
     return manifests() if config["base_model"]["source"] == "classes" else []
 
 
-def pascal_index():
-    return [f"{R}/voc/pascal_single.csv"] if SOURCE == "voc_single" else []
+def source_prepared():
+    """The file a rule makes before the image source can list a class's images (the world, PascalSingle)."""
+    return [f"{R}/{SRC.prepared_by}"] if SRC.prepared_by else []
 
 
 def results_dir(output, depth):

@@ -45,8 +45,7 @@ rule pascal_single:
 
 rule ingest:
     input:
-        world_flag(),
-        pascal_index(),
+        source_prepared(),
     output:
         f"{R}/images/{{cls}}/candidates.csv",
     params:
@@ -117,7 +116,7 @@ rule eval_set:
 rule true_masks:
     input:
         manifests(),
-        pascal_index(),
+        source_prepared(),
     output:
         f"{R}/ground_truth/pairs.csv",
     params:

@@ -40,8 +40,8 @@ rule train_single_class:
         single_class=config["single_class"],
         classes=CLASSES,
         ids=IDS,
-        negatives_dir=f"{R}/world/negatives" if SOURCE == "synthetic" else None,
-        masks_dir=f"{R}/world/masks" if SOURCE == "synthetic" else None,
+        negatives_dir=str(SRC.negatives_dir(Path(R))) if SRC.negatives_dir else None,
+        masks_dir=str(SRC.monitor_masks_dir(Path(R))) if SRC.monitor_masks_dir else None,
         near_duplicate_bits=config["images"]["near_duplicate_bits"],
     log:
         f"{R}/logs/train_single_class/{{cls}}.log",
