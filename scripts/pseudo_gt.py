@@ -5,7 +5,7 @@ from rlseg.pipeline import logged, make_pseudo_gt, setup_threads
 snakemake = globals()["snakemake"]
 cls = snakemake.wildcards.cls
 with logged(snakemake.log[0], f"pseudo ground truth {cls}"):
-    setup_threads(snakemake.threads)
+    setup_threads(snakemake.threads, snakemake.config["precision"])
     make_pseudo_gt(snakemake.input.model, snakemake.input.manifest, int(snakemake.params.ids[cls]),
                    snakemake.output[0], device=snakemake.config["device"], batch_size=snakemake.params.batch_size,
                    resolution=snakemake.params.resolution)

@@ -6,7 +6,7 @@ from rlseg.pipeline import logged, run_multiclass, setup_threads
 
 snakemake = globals()["snakemake"]
 with logged(snakemake.log[0], f"train multi-class ({snakemake.wildcards.variant})"):
-    setup_threads(snakemake.threads)
+    setup_threads(snakemake.threads, snakemake.config["precision"])
     run_multiclass(
         pair_files=list(snakemake.input),
         ids=dict(snakemake.params.ids),

@@ -8,7 +8,7 @@ from rlseg.pipeline import logged, run_single_class, setup_threads
 snakemake = globals()["snakemake"]
 cls = snakemake.wildcards.cls
 with logged(snakemake.log[0], f"train single-class {cls}"):
-    setup_threads(snakemake.threads)
+    setup_threads(snakemake.threads, snakemake.config["precision"])
     run_single_class(
         cls,
         manifest=snakemake.input.manifest,

@@ -58,6 +58,7 @@ def test_smoke_pipeline_through_slurm_equals_local(cluster, tmp_path):
         "--default-resources", "slurm_partition=debug", "mem_mb=500", "runtime=30",
         # the test cluster has no GPU and few CPUs: the profile's GPU requests and threads are overridden
         "--set-resources", *[f"{r}:{k}={v}" for r in TRAINERS for k, v in (("gpu", 0), ("mem_mb", 1000))],
+        *[f"{r}:gpu=0" for r in ("pseudo_gt", "predict")],
         "--set-threads", *[f"{r}=1" for r in TRAINERS],
     )
     snakemake(local_dir)

@@ -29,7 +29,7 @@ from rlseg.multiclass_data import (
     draw_augment,
     epoch_batches,
 )
-from rlseg.runtime import NonFiniteLossError, resolve_device
+from rlseg.runtime import NonFiniteLossError, autocast, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +109,6 @@ def train_multiclass(
     settings = {k: v for k, v in asdict(cfg).items() if k != "loader_workers"}
     run_config = {"multiclass": settings, "num_classes": num_classes, "pairs": [str(p[1]) for p in pairs]}
     start, rows = resume(checkpoint, run_config, model, opt, sched)
-    amp = dev.type == "cuda"
     for epoch in tqdm(range(start, cfg.epochs), desc="epochs", initial=start, total=cfg.epochs, mininterval=10,
                       leave=False):
         t0 = time.time()
@@ -121,7 +120,7 @@ def train_multiclass(
         for step, (images, labels) in enumerate(loader):
             x = to_float(images.permute(0, 3, 1, 2), dev)  # channels-last in memory, as decoded
             y = labels.long().to(dev)
-            with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=amp):
+            with autocast(dev):
                 logits = model(x)
             loss = F.cross_entropy(logits.float(), y, ignore_index=255)
             if not torch.isfinite(loss):
@@ -153,6 +152,6 @@ def predict_full(model: MultiClassNet, image: Image.Image, device: torch.device)
     ph, pw = (-h) % mult, (-w) % mult
     if ph or pw:
         x = F.pad(x, (0, pw, 0, ph), mode="replicate")
-    with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+    with autocast(device):
         logits = model(x)
     return logits[0, :, :h, :w].float().argmax(0).to(torch.uint8).cpu().numpy()

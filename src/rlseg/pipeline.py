@@ -62,8 +62,12 @@ def logged(log_path: str | os.PathLike | None, what: str):
     log.info("%s: done in %.1f s", what, time.time() - t0)
 
 
-def setup_threads(threads: int) -> None:
+def setup_threads(threads: int, precision: str = "auto") -> None:
+    """A job's torch threads and its precision (``rlseg.runtime.set_precision``)."""
+    from rlseg.runtime import set_precision
+
     torch.set_num_threads(max(1, int(threads)))
+    set_precision(precision)
 
 
 def ingest_class(cls: str, images: dict, web: dict, results: str, candidates: str) -> None:

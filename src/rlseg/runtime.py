@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["EncoderWeightsUnavailable", "NonFiniteLossError", "resolve_device"]
+__all__ = ["EncoderWeightsUnavailable", "NonFiniteLossError", "autocast", "resolve_device", "set_precision"]
+
+_PRECISION = "auto"
 
 
 class EncoderWeightsUnavailable(RuntimeError):
@@ -20,3 +22,20 @@ def resolve_device(device: str = "auto") -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
+
+
+def set_precision(precision: str) -> None:
+    """``auto``: bfloat16 autocast on GPUs that support it, float32 elsewhere; ``bf16`` or ``fp32`` force it."""
+    global _PRECISION
+    if precision not in ("auto", "bf16", "fp32"):
+        raise ValueError(f"precision must be auto, bf16 or fp32, not {precision!r}")
+    _PRECISION = precision
+
+
+def autocast(device: torch.device) -> torch.autocast:
+    """The autocast context of this process's precision on ``device`` (bfloat16 or off)."""
+    if _PRECISION == "auto":
+        enabled = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    else:
+        enabled = _PRECISION == "bf16"
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)

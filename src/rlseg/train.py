@@ -25,7 +25,7 @@ from rlseg.data import to_float
 from rlseg.losses import LossWeights, RegularizedLoss, anneal_sigmas, gt_loss
 from rlseg.metrics import ConfusionMatrix, f_measure, jaccard
 from rlseg.models import SingleClassUNet, build_unet
-from rlseg.runtime import NonFiniteLossError, resolve_device
+from rlseg.runtime import NonFiniteLossError, autocast, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -237,7 +237,6 @@ def fit(
     start, rows = resume(checkpoint, run_config, model, optimizer, scheduler)
     if cfg.supervision == "gt" and masks is None:
         raise ValueError("supervision 'gt' needs true masks")
-    amp = device.type == "cuda"
     # only an encoder that gives each image the same features every epoch can be cached
     cache = FeatureCache(cfg.feature_cache_mb << 20) if model.fixed_encoder and cfg.feature_cache_mb > 0 else None
     n_pos = images.shape[0]
@@ -274,7 +273,7 @@ def fit(
             fl = torch.cat([flips[idx[~is_neg]], flips[idx[is_neg]]])
             batch = torch.where(fl.view(-1, 1, 1, 1), batch.flip(-1), batch)
             x = to_float(batch, device)
-            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
+            with autocast(device):
                 if cache is None:
                     probs = model(x)
                 else:
@@ -326,7 +325,7 @@ def predict(model: torch.nn.Module, images: torch.Tensor, batch_size: int = 32,
     model.to(device).eval()
     out = []
     for i in range(0, len(images), batch_size):
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        with autocast(device):
             out.append(model(to_float(images[i : i + batch_size], device))[:, 1].float().cpu())
     return torch.cat(out) if out else torch.empty(0)
 

@@ -41,6 +41,7 @@ rule predict:
     resources:
         mem_mb=8000,
         runtime=240,
+        gpu=1,
     conda:
         "../../envs/rlseg.yaml"
     script:

@@ -78,6 +78,7 @@ rule pseudo_gt:
     resources:
         mem_mb=4000,
         runtime=120,
+        gpu=1,
     conda:
         "../../envs/rlseg.yaml"
     script:
