@@ -205,6 +205,74 @@ class FeatureCache:
         return [torch.stack(level) for level in zip(*per_image, strict=True)]
 
 
+@dataclass
+class _Batch:
+    """One batch of an epoch: positives' and negatives' indices (into ``images`` and the negative pool), and
+    whether each image (positives first) is flipped."""
+
+    pos: torch.Tensor
+    neg: torch.Tensor
+    flips: torch.Tensor
+
+    def keys(self, n_pos: int) -> list[tuple[int, bool]]:
+        """Feature-cache keys: a positive's index, or ``n_pos`` + a negative's own index, with its flip."""
+        return [(int(i), bool(f)) for i, f in zip(torch.cat([self.pos, n_pos + self.neg]), self.flips, strict=True)]
+
+
+def _epoch_batches(order: torch.Tensor, flips: torch.Tensor, n_pos: int, neg_ids: torch.Tensor, batch_size: int
+                   ) -> list[_Batch]:
+    """Split an epoch's order (positions below ``n_pos`` are positives, position ``n_pos + j`` is negative
+    ``neg_ids[j]``) into batches."""
+    out = []
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        is_neg = idx >= n_pos
+        out.append(_Batch(idx[~is_neg], neg_ids[idx[is_neg] - n_pos],
+                          torch.cat([flips[idx[~is_neg]], flips[idx[is_neg]]])))
+    return out
+
+
+def _batch_images(images: torch.Tensor, negatives: torch.Tensor | None, batch: _Batch) -> tuple[torch.Tensor,
+                                                                                              torch.Tensor]:
+    """The batch's uint8 images (positives, then negatives; flipped where drawn) and its negative flags."""
+    parts = [images[batch.pos]]
+    if len(batch.neg):
+        parts.append(negatives[batch.neg])
+    x = torch.cat(parts)
+    neg_flags = torch.cat([torch.zeros(len(batch.pos), dtype=torch.bool),
+                           torch.ones(len(x) - len(batch.pos), dtype=torch.bool)])
+    return torch.where(batch.flips.view(-1, 1, 1, 1), x.flip(-1), x), neg_flags
+
+
+def _forward(model: SingleClassUNet, x: torch.Tensor, cache: FeatureCache | None, keys: Callable[[], list],
+             device: torch.device) -> torch.Tensor:
+    """Object/background probabilities of a batch, in float32; the frozen encoder's features from ``cache``."""
+    with autocast(device):
+        probs = model(x) if cache is None else model.decode(cache.features(model, x, keys()))
+    return probs.float()
+
+
+def _batch_loss(cfg: SingleClassConfig, loss_fn: RegularizedLoss, probs: torch.Tensor, x: torch.Tensor,
+                n_pos: int, masks: torch.Tensor | None, neg_flags: torch.Tensor | None
+                ) -> tuple[torch.Tensor, dict[str, float]]:
+    """The batch's loss (regularized, or cross-entropy on true masks) and its terms for the history."""
+    if cfg.supervision == "gt":
+        total = gt_loss(probs[:n_pos], masks)
+        return total, {"cross_entropy": float(total.detach())}
+    return loss_fn(probs, x, neg_flags)
+
+
+def _epoch_row(plan: EpochPlan, epoch: int, sums: dict[str, float], batches: int, cm: ConfusionMatrix | None,
+               t0: float) -> dict:
+    row = {"stage": plan.stage, "epoch": epoch + 1, "sigma": round(plan.sigma, 6),
+           **{k: v / max(batches, 1) for k, v in sums.items()}}
+    if cm is not None:
+        row["f_measure"] = f_measure(cm.matrix)
+        row["jaccard"] = jaccard(cm.matrix)
+    row["seconds"] = round(time.time() - t0, 3)
+    return row
+
+
 def fit(
     model: SingleClassUNet,
     images: torch.Tensor,
@@ -250,45 +318,24 @@ def fit(
             optimizer.state.clear()
         loss_fn = cfg.loss(plan.weights)
         pool_neg = negatives if (plan.negatives and negatives is not None and len(negatives)) else None
-        # epoch index n_pos + j is negative neg_ids[j]: the cache keys stay the negatives' own indices
+        # epoch position n_pos + j is negative neg_ids[j]: the cache keys stay the negatives' own indices
         neg_ids = (negative_sample(cfg.seed, tag, epoch, n_pos, len(pool_neg), cfg.negative_ratio)
                    if pool_neg is not None else torch.empty(0, dtype=torch.long))
-        n = n_pos + len(neg_ids)
-        order, flips = _epoch_order(cfg.seed, tag, epoch, n, cfg.flip)
+        order, flips = _epoch_order(cfg.seed, tag, epoch, n_pos + len(neg_ids), cfg.flip)
         model.train()
         sums: dict[str, float] = {}
-        batches = 0
         cm = ConfusionMatrix(2) if masks is not None else None
-        for b, start_i in enumerate(range(0, n, cfg.batch_size)):
-            idx = order[start_i : start_i + cfg.batch_size]
-            is_neg = idx >= n_pos
-            pos_idx = idx[~is_neg]
-            parts = [images[pos_idx]]
-            neg_idx = neg_ids[idx[is_neg] - n_pos]
-            if len(neg_idx):
-                parts.append(pool_neg[neg_idx])
-            batch = torch.cat(parts)
-            neg_flags = torch.cat([torch.zeros(len(pos_idx), dtype=torch.bool),
-                                   torch.ones(len(batch) - len(pos_idx), dtype=torch.bool)])
-            fl = torch.cat([flips[idx[~is_neg]], flips[idx[is_neg]]])
-            batch = torch.where(fl.view(-1, 1, 1, 1), batch.flip(-1), batch)
-            x = to_float(batch, device)
-            with autocast(device):
-                if cache is None:
-                    probs = model(x)
-                else:
-                    keys = [(int(i), bool(f)) for i, f in zip(torch.cat([pos_idx, n_pos + neg_idx]), fl, strict=True)]
-                    probs = model.decode(cache.features(model, x, keys))
-            probs = probs.float()
+        batches = _epoch_batches(order, flips, n_pos, neg_ids, cfg.batch_size)
+        for b, batch in enumerate(batches):
+            x_u8, neg_flags = _batch_images(images, pool_neg, batch)
+            x = to_float(x_u8, device)
+            probs = _forward(model, x, cache, lambda batch=batch: batch.keys(n_pos), device)
             m = None
             if masks is not None:
-                m = masks[pos_idx]
-                m = torch.where(flips[pos_idx].view(-1, 1, 1), m.flip(-1), m).to(device)
-            if cfg.supervision == "gt":
-                total = gt_loss(probs[: len(pos_idx)], m)
-                terms = {"cross_entropy": float(total.detach())}
-            else:
-                total, terms = loss_fn(probs, x, neg_flags.to(device) if pool_neg is not None else None)
+                m = masks[batch.pos]
+                m = torch.where(flips[batch.pos].view(-1, 1, 1), m.flip(-1), m).to(device)
+            total, terms = _batch_loss(cfg, loss_fn, probs, x, len(batch.pos), m,
+                                       neg_flags.to(device) if pool_neg is not None else None)
             if not torch.isfinite(total):
                 raise NonFiniteLossError(
                     f"non-finite loss at stage {plan.stage}, epoch {epoch + 1}, batch {b + 1}: "
@@ -297,23 +344,16 @@ def fit(
             optimizer.zero_grad(set_to_none=True)
             total.backward()
             optimizer.step()
-            batches += 1
             sums["loss"] = sums.get("loss", 0.0) + float(total.detach())
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0.0) + v
-            if cm is not None and len(pos_idx):
-                cm.update(m, probs[: len(pos_idx)].argmax(1).detach())
+            if cm is not None and len(batch.pos):
+                cm.update(m, probs[: len(batch.pos)].argmax(1).detach())
         scheduler.step()
-        row = {"stage": plan.stage, "epoch": epoch + 1, "sigma": round(plan.sigma, 6),
-               **{k: v / max(batches, 1) for k, v in sums.items()}}
-        if cm is not None:
-            row["f_measure"] = f_measure(cm.matrix)
-            row["jaccard"] = jaccard(cm.matrix)
-        row["seconds"] = round(time.time() - t0, 3)
-        rows.append(row)
+        rows.append(_epoch_row(plan, epoch, sums, len(batches), cm, t0))
         save_checkpoint(checkpoint, model, optimizer, scheduler, epoch, run_config, extra={"rows": rows})
         if on_epoch:
-            on_epoch(row)
+            on_epoch(rows[-1])
     return rows
 
 
