@@ -39,6 +39,7 @@ localrules:
     synthetic_world,
     ingest,
     manifests,
+    download_voc2012,
     pascal_single,
     eval_set,
     true_masks,

@@ -76,6 +76,19 @@ def test_paper_config_plans_the_full_dag_offline(tmp_path):
     proc = snakemake(tmp_path, "-n", "results/voc_miou.txt", configs=(REPO / "configs" / "paper.yaml",))
     stats = proc.stdout.split("Job stats")[-1]
     assert "train_single_class       20" in stats and "train_base_model          1" in stats
+    assert "download_voc2012          1" in stats
+
+
+@pytest.mark.parametrize(("eval_root", "downloads"), [("data/voc", 1), ("data/voc_eval", 2)])
+def test_one_voc_folder_is_downloaded_once(tmp_path, eval_root, downloads):
+    """PascalSingle and the evaluation set read VOC 2012 from one folder: one download job, both wait for it."""
+    override = tmp_path / "voc.yaml"
+    override.write_text(yaml.safe_dump({"images": {"source": "voc_single", "root": "data/voc"},
+                                        "eval": {"source": "voc2012", "root": eval_root}}))
+    proc = snakemake(tmp_path, "-n", "results/voc_miou.txt",
+                     configs=(REPO / "configs" / "paper.yaml", override))
+    stats = proc.stdout.split("Job stats")[-1]
+    assert f"download_voc2012          {downloads}" in stats, stats
 
 
 @pytest.mark.parametrize(

@@ -115,6 +115,18 @@ def download_voc2012(root: str | os.PathLike, split: str = "val") -> Path:
     return voc
 
 
+def prepare_voc2012(root: str | os.PathLike, flag: str | os.PathLike) -> Path:
+    """Download VOC 2012 (train and val come in one archive) into ``root`` unless it is there, then write ``flag``
+    (the ``VOC2012`` path): the one download that PascalSingle and the evaluation set both wait for."""
+    from rlseg.io import write_text
+
+    voc = download_voc2012(root, "train")
+    if not (voc / "ImageSets" / "Segmentation" / "val.txt").is_file():
+        voc = download_voc2012(root, "val")
+    write_text(Path(flag), f"{voc}\n")
+    return voc
+
+
 def image_labels_from_xml(path: str | os.PathLike) -> set[str]:
     """Image-level labels (object names) of a VOC annotation XML file."""
     tree = ET.parse(path)

@@ -1,4 +1,5 @@
 # Paths and config helpers shared by the rules.
+import hashlib
 from pathlib import Path
 
 from rlseg.sources import get_source
@@ -83,6 +84,26 @@ def base_model(wildcards):
 
 def base_manifests():
     return manifests() if config["base_model"]["source"] == "classes" else []
+
+
+def _voc_roots():
+    """Where each VOC consumer reads VOC 2012 (PascalSingle's images.root, the voc2012 evaluation's root), by a
+    short id of the folder: consumers of one folder wait for one download."""
+    roots = {}
+    if SOURCE == "voc_single":
+        roots["images"] = config["images"]["root"]
+    if EVAL == "voc2012":
+        roots["eval"] = config["eval"].get("root") or f"{R}/voc"
+    return {k: (hashlib.sha1(str(Path(v).resolve()).encode()).hexdigest()[:10], v) for k, v in roots.items()}
+
+
+VOC_ROOTS = _voc_roots()
+VOC_ROOT_BY_ID = {i: root for i, root in VOC_ROOTS.values()}
+
+
+def voc_download(consumer):
+    """The download flag of the VOC folder that ``consumer`` (images or eval) reads, if it reads one."""
+    return [f"{R}/voc/download/{VOC_ROOTS[consumer][0]}.done"] if consumer in VOC_ROOTS else []
 
 
 def source_prepared():

@@ -22,7 +22,28 @@ rule synthetic_world:
         "../../scripts/synthetic_world.py"
 
 
+rule download_voc2012:
+    output:
+        f"{R}/voc/download/{{root_id}}.done",
+    params:
+        root=lambda wildcards: VOC_ROOT_BY_ID[wildcards.root_id],
+    log:
+        f"{R}/logs/download_voc2012/{{root_id}}.log",
+    benchmark:
+        f"{R}/benchmarks/download_voc2012/{{root_id}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=240,
+    conda:
+        "../../envs/rlseg.yaml"
+    script:
+        "../../scripts/download_voc2012.py"
+
+
 rule pascal_single:
+    input:
+        voc_download("images"),
     output:
         f"{R}/voc/pascal_single.csv",
     params:
@@ -94,6 +115,7 @@ rule manifests:
 rule eval_set:
     input:
         world_flag(),
+        voc_download("eval"),
     output:
         f"{R}/eval/index.csv",
     params:
