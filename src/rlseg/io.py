@@ -21,6 +21,10 @@ from PIL import Image
 __all__ = ["atomic_path", "save_png", "save_torch", "write_csv", "write_text"]
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds."""
@@ -31,6 +35,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes it private; the output gets the usual mode
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():

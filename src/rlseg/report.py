@@ -240,7 +240,7 @@ def gallery(rows: Sequence[GalleryRow], out: str | os.PathLike, title: str, heig
                 ax.set_title(heads[c], fontsize=9)
         axes[r, 0].set_ylabel(row.title, fontsize=7)
     fig.suptitle(title)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / fig.get_size_inches()[1]))  # room for the title above the heads
     _save(fig, out, dpi=72)
 
 
