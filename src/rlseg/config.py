@@ -101,12 +101,14 @@ def check_config(config: dict) -> None:
         raise ConfigError(f"pseudo_gt.resolution: {res} is not a multiple of 32 (the U-Net downsamples 5x)")
     if sc["sigma_start"] > sc["sigma_end"]:
         raise ConfigError("single_class.sigma_start must not exceed single_class.sigma_end")
-    if sc["encoder_head"] and sc["encoder"] != "tu-tf_efficientnet_lite0":
-        raise ConfigError(f"single_class.encoder_head applies to tu-tf_efficientnet_lite0, not {sc['encoder']}")
-    if sc["encoder_features"] == "all_blocks":
-        if sc["encoder"] not in ("tu-tf_efficientnet_lite0", "mobilenet_v2"):
-            raise ConfigError("single_class.encoder_features all_blocks applies to tu-tf_efficientnet_lite0 and "
-                              f"mobilenet_v2, not {sc['encoder']}")
+    if sc["encoder_head"] or sc["encoder_features"] == "all_blocks":
+        from rlseg.models.encoders import ALL_BLOCKS_ENCODERS, OFFLINE_ENCODER  # only here: it imports torch
+
+        if sc["encoder_head"] and sc["encoder"] != OFFLINE_ENCODER:
+            raise ConfigError(f"single_class.encoder_head applies to {OFFLINE_ENCODER}, not {sc['encoder']}")
+        if sc["encoder_features"] == "all_blocks" and sc["encoder"] not in ALL_BLOCKS_ENCODERS:
+            raise ConfigError(f"single_class.encoder_features all_blocks applies to {' and '.join(ALL_BLOCKS_ENCODERS)}"
+                              f", not {sc['encoder']}")
         if sc["encoder_head"]:
             raise ConfigError("single_class.encoder_features all_blocks and encoder_head exclude each other")
     convs = sc["decoder_convs"]

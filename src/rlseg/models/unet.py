@@ -7,8 +7,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn as nn
 
+from rlseg.config import defaults
 from rlseg.models.encoders import (
-    OFFLINE_ENCODER,
     SINGLE_CLASS_ENCODERS,
     Normalise,
     all_blocks_encoder,
@@ -19,6 +19,8 @@ from rlseg.models.encoders import (
 # one 3x3 conv after the skip concatenations at strides 4 and 2 only: on ECSSD it lifts reg from 0.67-0.71 to 0.75
 # where convolutions at the coarse strides sink it (docs/single_class_study.md)
 LIGHT_DECODER_CONVS = (0, 0, 1, 1)
+
+_SC = defaults("single_class")  # the schema's defaults: written once, there
 
 __all__ = ["LIGHT_DECODER_CONVS", "LightUnetDecoder", "SingleClassUNet", "build_unet"]
 
@@ -81,15 +83,15 @@ class SingleClassUNet(nn.Module):
 
     def __init__(
         self,
-        encoder: str = OFFLINE_ENCODER,
-        decoder: str = "light",
-        decoder_channels: Sequence[int] = (128, 64, 32, 16, 16),
+        encoder: str = _SC["encoder"],
+        decoder: str = _SC["decoder"],
+        decoder_channels: Sequence[int] = tuple(_SC["decoder_channels"]),
         pretrained: bool = True,
-        freeze_encoder: bool = True,
-        encoder_head: bool = False,
-        decoder_convs: int | Sequence[int] | None = None,
-        encoder_features: str = "stage_ends",
-        encoder_batchnorm: str = "fixed",
+        freeze_encoder: bool = _SC["freeze_encoder"],
+        encoder_head: bool = _SC["encoder_head"],
+        decoder_convs: int | Sequence[int] | None = _SC["decoder_convs"],
+        encoder_features: str = _SC["encoder_features"],
+        encoder_batchnorm: str = _SC["encoder_batchnorm"],
     ) -> None:
         super().__init__()
         if decoder_convs is None:
@@ -175,14 +177,6 @@ class _SmpDecoder(nn.Module):
 
 def build_unet(arch: dict, pretrained: bool = True) -> SingleClassUNet:
     """Build a single-class U-Net from an architecture dict (``encoder``, ``decoder``, ``decoder_channels``)."""
-    return SingleClassUNet(
-        encoder=arch.get("encoder", OFFLINE_ENCODER),
-        decoder=arch.get("decoder", "light"),
-        decoder_channels=arch.get("decoder_channels", (128, 64, 32, 16, 16)),
-        pretrained=pretrained,
-        freeze_encoder=arch.get("freeze_encoder", True),
-        encoder_head=arch.get("encoder_head", False),
-        decoder_convs=arch.get("decoder_convs"),
-        encoder_features=arch.get("encoder_features", "stage_ends"),
-        encoder_batchnorm=arch.get("encoder_batchnorm", "fixed"),
-    )
+    keys = ("encoder", "decoder", "decoder_channels", "freeze_encoder", "encoder_head", "decoder_convs",
+            "encoder_features", "encoder_batchnorm")
+    return SingleClassUNet(pretrained=pretrained, **{k: arch[k] for k in keys if k in arch})
