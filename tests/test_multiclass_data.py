@@ -83,3 +83,17 @@ def test_crops_and_weights_do_not_depend_on_the_workers(tmp_path: Path, workers:
         weights.append(torch.load(out / "model.pt", weights_only=False)["state_dict"])
         assert not (out / "decoded").exists() and not (out / "checkpoint.pt").exists()
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+def test_a_photo_turned_by_its_exif_tag_is_decoded_upright(tmp_path: Path):
+    from fixtures import exif_rotated_jpeg
+
+    from rlseg.imageio import load_image
+
+    img_path = tmp_path / "rotated.jpg"
+    img_path.write_bytes(exif_rotated_jpeg())  # stored 96x80, its tag turns it to 80x96
+    upright = load_image(img_path)
+    Image.fromarray(np.ones((upright.size[1], upright.size[0]), np.uint8)).save(tmp_path / "label.png")
+    data = DecodedPairs([(str(img_path), str(tmp_path / "label.png"))], 3, tmp_path / "cache")
+    assert data.sizes == [upright.size] == [(80, 96)]
+    assert np.array_equal(data.pair(0)[0], np.asarray(upright))

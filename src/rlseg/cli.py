@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import functools
 import logging
 import sys
 import time
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from rlseg.config import SCHEMA, ConfigError
+from rlseg.config import ConfigError, schema
 from rlseg.voc import voc_palette, voc_palette_array
 
 log = logging.getLogger("rlseg")
@@ -27,13 +26,8 @@ log = logging.getLogger("rlseg")
 __all__ = ["main"]
 
 
-@functools.cache
-def _schema_blocks() -> dict:
-    return yaml.safe_load(SCHEMA.read_text())["properties"]
-
-
 def _schema(block: str) -> dict:
-    return _schema_blocks()[block]
+    return schema()["properties"][block]
 
 
 def _single_class_schema() -> dict:

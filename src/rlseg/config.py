@@ -15,7 +15,7 @@ import yaml
 # the package carries the schema (workflow/schemas/ links to it), so the library works outside a checkout
 SCHEMA = Path(__file__).resolve().with_name("config.schema.yaml")
 
-__all__ = ["ConfigError", "check_config", "defaults", "load_config"]
+__all__ = ["ConfigError", "check_config", "defaults", "load_config", "schema"]
 
 
 class ConfigError(ValueError):
@@ -27,11 +27,16 @@ def _schema(path: str) -> dict:
     return yaml.safe_load(Path(path).read_text())
 
 
+def schema() -> dict:
+    """The package's config schema, parsed once per process (do not modify it)."""
+    return _schema(str(SCHEMA))
+
+
 def defaults(section: str) -> dict:
     """The schema's default of every key of a config section: the one place a setting's default is written.
 
     The library's dataclasses and function defaults read theirs from here."""
-    props = _schema(str(SCHEMA))["properties"][section]["properties"]
+    props = schema()["properties"][section]["properties"]
     return {k: copy.deepcopy(v["default"]) for k, v in props.items() if "default" in v}
 
 
@@ -93,12 +98,12 @@ def check_config(config: dict) -> None:
                               "= synthetic draws; set images.source and eval.source for your classes (e.g. "
                               "eval: {source: voc2012})")
     sc = config["single_class"]
-    for r in sc["resolutions"]:
+    sides = [("single_class.resolutions", r) for r in sc["resolutions"]]
+    if config["pseudo_gt"]["resolution"] is not None:
+        sides.append(("pseudo_gt.resolution", config["pseudo_gt"]["resolution"]))
+    for key, r in sides:
         if r % 32:
-            raise ConfigError(f"single_class.resolutions: {r} is not a multiple of 32 (the U-Net downsamples 5x)")
-    res = config["pseudo_gt"]["resolution"]
-    if res is not None and res % 32:
-        raise ConfigError(f"pseudo_gt.resolution: {res} is not a multiple of 32 (the U-Net downsamples 5x)")
+            raise ConfigError(f"{key}: {r} is not a multiple of 32 (the U-Net downsamples 5x)")
     if sc["sigma_start"] > sc["sigma_end"]:
         raise ConfigError("single_class.sigma_start must not exceed single_class.sigma_end")
     if sc["encoder_head"] or sc["encoder_features"] == "all_blocks":

@@ -21,7 +21,8 @@ MAX_PIXELS = defaults("images")["max_pixels"]
 MIN_SIDE = defaults("images")["min_side"]
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
-__all__ = ["IMAGE_SUFFIXES", "MAX_PIXELS", "MIN_SIDE", "BadImageError", "load_image", "load_mask", "to_rgb"]
+__all__ = ["IMAGE_SUFFIXES", "MAX_PIXELS", "MIN_SIDE", "BadImageError", "load_image", "load_mask", "to_rgb",
+           "upright_size"]
 
 
 class BadImageError(ValueError):
@@ -49,6 +50,14 @@ def to_rgb(img: Image.Image) -> Image.Image:
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         img = Image.alpha_composite(background, rgba)
     return img.convert("RGB")
+
+
+def upright_size(path: str | os.PathLike) -> tuple[int, int]:
+    """(width, height) of the image :func:`load_image` returns (EXIF orientation applied), from the header alone."""
+    with Image.open(path) as img:
+        w, h = img.size
+        orientation = img.getexif().get(0x0112, 1)
+    return (h, w) if orientation in (5, 6, 7, 8) else (w, h)  # these orientations turn the image a quarter
 
 
 # what Pillow's decoders raise on a malformed file (its plugins parse headers with struct and index tables that a

@@ -297,11 +297,12 @@ class RegularizedLoss:
                 p, self.vol_target, self.vol_minimum, self.lambda_s, self.small_reduction
             )
             total = total + w.reg * terms["sparse_crf"] + w.vol * terms["volumetric"]
+        # the negatives' (mean object probability)^2: Eq. 7 as the reference computes it, computed once
+        neg_squared = negative_loss(probs[is_negative]) if has_neg else None
         if self.negatives_in_positional and has_neg:
             # the reference: the border over the whole batch; the centre over the positives, plus the negatives'
             # mean object probability squared
-            positional = border_loss(probs, self.border_width, self.border_mode)
-            positional = positional + probs[is_negative][:, 1].mean().pow(2)
+            positional = border_loss(probs, self.border_width, self.border_mode) + neg_squared
             if p.shape[0] > 0:
                 positional = positional + centre_loss(p, self.center_half, self.center_size)
             terms["positional"] = positional
@@ -312,6 +313,7 @@ class RegularizedLoss:
             )
             total = total + w.pos * terms["positional"]
         if has_neg:
-            terms["negative"] = negative_loss(probs[is_negative], printed=self.negative_printed)
+            terms["negative"] = (negative_loss(probs[is_negative], printed=True) if self.negative_printed
+                                 else neg_squared)
             total = total + w.neg * terms["negative"]
         return total, {k: float(v.detach()) for k, v in terms.items()}

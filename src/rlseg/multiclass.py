@@ -21,19 +21,12 @@ from rlseg.checkpoint import resume, save_checkpoint, save_weights
 from rlseg.config import defaults
 from rlseg.data import to_float
 from rlseg.models import MultiClassNet, build_multiclass
-from rlseg.multiclass_data import (
-    AugmentedCrops,
-    DecodedPairs,
-    EpochBatches,
-    apply_augment,
-    draw_augment,
-    epoch_batches,
-)
+from rlseg.multiclass_data import AugmentedCrops, DecodedPairs, EpochBatches, epoch_batches
 from rlseg.runtime import NonFiniteLossError, autocast, resolve_device
 
 log = logging.getLogger(__name__)
 
-__all__ = ["MultiClassConfig", "augment", "predict_full", "train_multiclass"]
+__all__ = ["MultiClassConfig", "predict_full", "train_multiclass"]
 
 
 _MC = defaults("multiclass")
@@ -66,13 +59,6 @@ class MultiClassConfig:
         if unknown:
             raise ValueError(f"unknown multiclass setting(s): {sorted(unknown)}")
         return cls(**d)
-
-
-def augment(image: Image.Image, label: np.ndarray, cfg: MultiClassConfig, rng: random.Random
-            ) -> tuple[np.ndarray, np.ndarray]:
-    """Random rescale, horizontal flip and Gaussian blur, then a ``cfg.crop`` crop (padded with void)."""
-    params = draw_augment(rng, image.size, cfg.crop, cfg.scale_min, cfg.scale_max, cfg.flip, cfg.blur_prob)
-    return apply_augment(np.asarray(image), label, params, cfg.crop)
 
 
 def train_multiclass(

@@ -20,8 +20,8 @@ import torch
 from PIL import Image, ImageFilter
 from tqdm import tqdm
 
-from rlseg.imageio import load_image, load_mask
-from rlseg.io import atomic_path, write_text
+from rlseg.imageio import load_image, load_mask, upright_size
+from rlseg.io import write_text
 
 __all__ = ["AugmentedCrops", "CropParams", "DecodedPairs", "EpochBatches", "apply_augment", "capped_size",
            "draw_augment", "epoch_batches"]
@@ -60,8 +60,7 @@ class DecodedPairs:
         self.dir.mkdir(parents=True, exist_ok=True)
         sizes, offsets, total = [], [], 0
         for img_path, _ in pairs:  # header pass: sizes before any pixel is decoded
-            with Image.open(img_path) as im:
-                w, h = capped_size(*im.size, max_short_side)
+            w, h = capped_size(*upright_size(img_path), max_short_side)
             sizes.append((w, h))
             offsets.append(total)
             total += w * h
@@ -80,8 +79,7 @@ class DecodedPairs:
         labels.flush()
         del images, labels
         index = {"key": key, "sizes": sizes, "offsets": offsets}
-        with atomic_path(self.dir / "index.json") as tmp:  # written last: a half-built cache has no index
-            write_text(tmp, json.dumps(index))
+        write_text(self.dir / "index.json", json.dumps(index))  # written last: a half-built cache has no index
         return index
 
     def _maps(self) -> tuple[np.ndarray, np.ndarray]:

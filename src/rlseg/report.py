@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image
 
 from rlseg.evaluate import read_confusion, read_per_class_iou
+from rlseg.ingest import read_manifest
 from rlseg.io import atomic_path
 
 __all__ = [
@@ -57,13 +58,6 @@ def _save(fig, out: str | os.PathLike, dpi: int = 100) -> None:
     plt.close(fig)
 
 
-def _read_rows(path: str | os.PathLike) -> list[dict]:
-    import csv
-
-    with open(path, newline="") as fh:
-        return list(csv.DictReader(fh))
-
-
 def iou_bars(per_class: str | os.PathLike, miou: float, out: str | os.PathLike,
              upper_bound: str | os.PathLike | None = None, upper_bound_miou: float | None = None) -> dict:
     """Per-class IoU bars of the pipeline, next to the upper bound's where it exists; each bar labelled with its
@@ -96,7 +90,7 @@ def training_curves(history: str | os.PathLike, out: str | os.PathLike, title: s
     """Each loss term, sigma and (where true masks were monitored) F-measure and Jaccard over the epochs of one
     single-class training, each stage's start marked. Returns the stages in order, as ``stage@resolution``."""
     plt = _pyplot()
-    rows = _read_rows(history)
+    rows = read_manifest(history)
     if not rows:
         raise ValueError(f"{history}: no epochs recorded")
     x = np.arange(1, len(rows) + 1)
@@ -176,8 +170,6 @@ def skip_kind(reason: str) -> str:
 def manifest_summary(manifests: Mapping[str, str | os.PathLike], out: str | os.PathLike) -> dict[str, Counter]:
     """Per class, the collected images used and skipped by reason, as stacked bars with the counts written in.
     Returns {class: Counter({"used": n, <reason>: n, ...})}."""
-    from rlseg.ingest import read_manifest
-
     plt = _pyplot()
     counts = {}
     for cls, path in manifests.items():
@@ -257,7 +249,7 @@ def loss_accuracy_scatter(study_csv: str | os.PathLike, out: str | os.PathLike) 
     F-measure, sparse-CRF left and dense-CRF right, the ground truth's own loss as a star; Pearson r per set in
     the legend (its Table 1). Returns {loss: {set: r}}."""
     plt = _pyplot()
-    rows = _read_rows(study_csv)
+    rows = read_manifest(study_csv)
     sets = list(dict.fromkeys(r["set"] for r in rows))
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), sharey=True)
     table: dict[str, dict[str, float]] = {}
@@ -303,12 +295,12 @@ def class_gallery_rows(
     the evaluation's prediction. True masks come from ``truth_pairs`` (training) and the index (evaluation)."""
     from rlseg.imageio import load_image, load_mask
     from rlseg.inference import load_model, segment
-    from rlseg.ingest import read_manifest
+    from rlseg.pipeline import read_pairs
     from rlseg.runtime import resolve_device
 
     dev = resolve_device(device)
     single, multi = load_model(class_model, dev), load_model(multiclass_model, dev)
-    truth_of = {r["image"]: r["label"] for r in read_manifest(truth_pairs)} if truth_pairs else {}
+    truth_of = dict(read_pairs([str(truth_pairs)])) if truth_pairs else {}
     rows = []
     for r in sorted(read_manifest(pseudo_pairs), key=lambda r: r["image"])[:n]:
         im = load_image(r["image"], min_side=1)

@@ -116,12 +116,12 @@ def run_loss_study(
     """The study on each class's used training images that have true masks (one set per class; at most
     ``settings["max_images"]`` each, the first by path), at ``settings["resolution"]`` px; rows to ``out_csv``."""
     from rlseg.data import load_images, load_label_masks
-    from rlseg.ingest import read_manifest, used_paths
+    from rlseg.ingest import used_paths
     from rlseg.io import write_csv
-    from rlseg.pipeline import single_class_settings
+    from rlseg.pipeline import read_pairs, single_class_settings
 
     cfg, _ = single_class_settings(single_class)
-    truth_of = {r["image"]: r["label"] for r in read_manifest(truth_pairs)}
+    truth_of = dict(read_pairs([str(truth_pairs)]))
     res = settings["resolution"]
     rows: list[dict] = []
     for cls, manifest in manifests.items():

@@ -244,11 +244,12 @@ def _batch_images(images: torch.Tensor, negatives: torch.Tensor | None, batch: _
     return torch.where(batch.flips.view(-1, 1, 1, 1), x.flip(-1), x), neg_flags
 
 
-def _forward(model: SingleClassUNet, x: torch.Tensor, cache: FeatureCache | None, keys: Callable[[], list],
+def _forward(model: SingleClassUNet, x: torch.Tensor, cache: FeatureCache | None, keys: list | None,
              device: torch.device) -> torch.Tensor:
-    """Object/background probabilities of a batch, in float32; the frozen encoder's features from ``cache``."""
+    """Object/background probabilities of a batch, in float32; the frozen encoder's features from ``cache``
+    (``keys``: the batch's cache keys, needed with a cache only)."""
     with autocast(device):
-        probs = model(x) if cache is None else model.decode(cache.features(model, x, keys()))
+        probs = model(x) if cache is None else model.decode(cache.features(model, x, keys))
     return probs.float()
 
 
@@ -329,7 +330,7 @@ def fit(
         for b, batch in enumerate(batches):
             x_u8, neg_flags = _batch_images(images, pool_neg, batch)
             x = to_float(x_u8, device)
-            probs = _forward(model, x, cache, lambda batch=batch: batch.keys(n_pos), device)
+            probs = _forward(model, x, cache, batch.keys(n_pos) if cache is not None else None, device)
             m = None
             if masks is not None:
                 m = masks[batch.pos]

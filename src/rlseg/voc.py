@@ -120,9 +120,8 @@ def prepare_voc2012(root: str | os.PathLike, flag: str | os.PathLike) -> Path:
     (the ``VOC2012`` path): the one download that PascalSingle and the evaluation set both wait for."""
     from rlseg.io import write_text
 
-    voc = download_voc2012(root, "train")
-    if not (voc / "ImageSets" / "Segmentation" / "val.txt").is_file():
-        voc = download_voc2012(root, "val")
+    download_voc2012(root, "train")
+    voc = download_voc2012(root, "val")  # present after the train download: a check, not a second download
     write_text(Path(flag), f"{voc}\n")
     return voc
 
