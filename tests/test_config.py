@@ -56,3 +56,16 @@ def test_image_checks_share_one_minimum_side():
     import inspect
 
     assert inspect.signature(ingest.check_files).parameters["min_side"].default == images["min_side"]
+
+
+def test_every_key_of_the_paper_config_is_explained_in_the_readme_paper_section():
+    readme = (SRC.parents[1] / "README.md").read_text()
+    section = readme.split("## The paper's setting", 1)[1].split("\n## ", 1)[0]
+    paper = yaml.safe_load((SRC.parents[1] / "configs" / "paper.yaml").read_text())
+    rows = [line for line in section.splitlines() if line.startswith("| `")]
+    for top, value in paper.items():
+        keys = [f"{top}.{k}" for k in value] if isinstance(value, dict) else [top]
+        for key in keys:
+            *parent, leaf = key.split(".")
+            # a row names the key in full, or its section's first key in full and this one by its own name
+            assert any(f"`{key}`" in r or (parent and f"`{parent[0]}." in r and f"`{leaf}`" in r) for r in rows), key

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +21,8 @@ from rlseg.models import (
     load_lite0_imagenet,
 )
 from rlseg.models.lite0 import lite0_weights_path
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize(
@@ -137,8 +142,53 @@ def test_encoder_batchnorm_train_adapts_statistics_but_no_weight(features):
 
 
 def test_encoder_batchnorm_must_be_fixed_or_train():
-    with pytest.raises(ValueError, match="encoder_batchnorm must be 'fixed' or 'train'"):
+    with pytest.raises(ValueError, match=r"single_class.encoder_batchnorm: must be one of \['fixed', 'train'\]"):
         build_unet({"encoder_batchnorm": "frozen"}, pretrained=False)
+
+
+@pytest.mark.parametrize("arch", [{"encoder": "mobilenet_v2", "encoder_head": True},
+                                  {"decoder": "smp", "decoder_convs": 1},
+                                  {"encoder": "se_resnext50_32x4d", "encoder_features": "all_blocks"},
+                                  {"encoder_features": "all_blocks", "encoder_head": True}])
+def test_the_library_refuses_what_the_config_check_refuses_with_its_message(arch):
+    from rlseg.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError) as from_config:
+        load_config(REPO / "config.yaml", overrides={"single_class": arch})
+    with pytest.raises(ConfigError) as from_library:
+        build_unet(arch, pretrained=False)
+    assert str(from_library.value) == str(from_config.value)
+
+
+@pytest.mark.parametrize(("key", "value"), [("encoder", "resnet18"), ("decoder", "fpn"),
+                                            ("encoder_features", "every_block")])
+def test_the_library_takes_its_choices_from_the_schema(key, value):
+    from rlseg.architectures import choices
+    from rlseg.config import ConfigError, schema
+
+    assert choices("single_class", key) == tuple(schema()["properties"]["single_class"]["properties"][key]["enum"])
+    with pytest.raises(ConfigError, match=f"single_class.{key}: must be one of"):
+        build_unet({key: value}, pretrained=False)
+
+
+def test_a_new_encoder_is_one_name_in_the_schema(tmp_path):
+    """Any smp encoder builds: adding one to the U-Net is its name in the schema's enum, in no other file."""
+    pkg = tmp_path / "pkg"
+    shutil.copytree(REPO / "src" / "rlseg", pkg / "rlseg")
+    schema = pkg / "rlseg" / "config.schema.yaml"
+    text = schema.read_text()
+    old = "enum: [mobilenet_v2, se_resnext50_32x4d, tu-tf_efficientnet_lite0]"
+    assert text.count(old) == 1
+    schema.write_text(text.replace(old, "enum: [mobilenet_v2, se_resnext50_32x4d, tu-tf_efficientnet_lite0, resnet18]"))
+    (pkg / "x.yaml").write_text("single_class: {encoder: resnet18}\n")
+    code = ("import torch, rlseg.config as c, rlseg.models as m; cfg = c.load_config('config.yaml', 'x.yaml'); "
+            "net = m.build_unet({'encoder': cfg['single_class']['encoder']}, pretrained=False).eval(); "
+            "print(tuple(net(torch.rand(1, 3, 64, 64)).shape), net.encoder.out_channels[-1])")
+    proc = subprocess.run([sys.executable, "-c", code.replace("'config.yaml'", repr(str(REPO / "config.yaml")))
+                           .replace("'x.yaml'", repr(str(pkg / "x.yaml")))], capture_output=True, text=True,
+                          cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(pkg)})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["(1,", "2,", "64,", "64)", "512"]
 
 
 @pytest.mark.parametrize("arch", ["deeplabv3plus"])

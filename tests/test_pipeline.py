@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import yaml
 from PIL import Image
-from snakemake_helpers import REPO, SMOKE, rows, snakemake
+from snakemake_helpers import REPO, SMOKE, recomputed_scores, rows, snakemake
 
 from rlseg.config import load_config
 from rlseg.models import build_unet
@@ -21,11 +21,13 @@ from rlseg.pipeline import single_class_settings
 
 def test_every_stage_writes_its_outputs(smoke_run: Path):
     r = smoke_run / "results"
-    miou = float((r / "voc_miou.txt").read_text())
-    assert 0 <= miou <= 100 and (r / "voc_miou.txt").read_text().strip() == f"{miou:.2f}"
-    assert 0 <= float((r / "upper_bound_miou.txt").read_text()) <= 100
     per_class = rows(r / "voc_per_class_iou.csv")
     assert [x["class"] for x in per_class] == ["background", "disc", "box"]
+    for variant, scores in (("pseudo_gt", "voc"), ("ground_truth", "upper_bound")):
+        miou, ious = recomputed_scores(smoke_run, variant)
+        assert (r / f"{scores}_miou.txt").read_text().strip() == f"{miou:.2f}"
+        written = {x["class"]: float(x["iou"]) for x in rows(r / f"{scores}_per_class_iou.csv")}
+        assert written == pytest.approx(ious, abs=1e-3)
     for cls, cid in (("disc", 1), ("box", 2)):
         manifest = rows(r / "images" / cls / "manifest.csv")
         assert len(manifest) == 10 and all(m["status"] == "used" and len(m["sha1"]) == 40 for m in manifest)

@@ -106,23 +106,11 @@ def check_config(config: dict) -> None:
             raise ConfigError(f"{key}: {r} is not a multiple of 32 (the U-Net downsamples 5x)")
     if sc["sigma_start"] > sc["sigma_end"]:
         raise ConfigError("single_class.sigma_start must not exceed single_class.sigma_end")
-    if sc["encoder_head"] or sc["encoder_features"] == "all_blocks":
-        from rlseg.models.encoders import ALL_BLOCKS_ENCODERS, OFFLINE_ENCODER  # only here: it imports torch
+    from rlseg.architectures import check_multiclass, check_unet
 
-        if sc["encoder_head"] and sc["encoder"] != OFFLINE_ENCODER:
-            raise ConfigError(f"single_class.encoder_head applies to {OFFLINE_ENCODER}, not {sc['encoder']}")
-        if sc["encoder_features"] == "all_blocks" and sc["encoder"] not in ALL_BLOCKS_ENCODERS:
-            raise ConfigError(f"single_class.encoder_features all_blocks applies to {' and '.join(ALL_BLOCKS_ENCODERS)}"
-                              f", not {sc['encoder']}")
-        if sc["encoder_head"]:
-            raise ConfigError("single_class.encoder_features all_blocks and encoder_head exclude each other")
-    convs = sc["decoder_convs"]
-    if convs is not None and (convs if isinstance(convs, int) else any(convs)) and sc["decoder"] != "light":
-        raise ConfigError("single_class.decoder_convs applies to the light decoder (smp's has two per level)")
+    check_unet(sc)
     mc = config["multiclass"]
-    if mc["arch"] == "deeplabv3plus" and mc["crop"] % 16:
-        raise ConfigError(f"multiclass.crop: {mc['crop']} must be a multiple of 16 for deeplabv3plus "
-                          "(output stride 16); e.g. 512")
+    check_multiclass(mc)
     if mc["scale_min"] > mc["scale_max"]:
         raise ConfigError("multiclass.scale_min must not exceed multiclass.scale_max")
     from rlseg.sources import get_source

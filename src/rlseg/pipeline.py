@@ -66,7 +66,8 @@ def setup_threads(threads: int, precision: str = "auto") -> None:
     """A job's torch threads and its precision (``rlseg.runtime.set_precision``)."""
     from rlseg.runtime import set_precision
 
-    torch.set_num_threads(max(1, int(threads)))
+    # more threads than CPUs only adds contention (snakemake --cores 8 on a 2-core laptop)
+    torch.set_num_threads(max(1, min(int(threads), len(os.sched_getaffinity(0)))))
     set_precision(precision)
 
 
@@ -233,13 +234,13 @@ def run_multiclass(pair_files: Sequence[str], ids: dict[str, int], settings: dic
 
 def resolve_eval_set(settings: dict, results: str, index_out: str) -> None:
     """Write the evaluation index (id, image, mask) for the configured evaluation source."""
-    from rlseg.voc import download_voc2012, read_voc_dir
+    from rlseg.voc import download_voc2012, eval_voc_root, read_voc_dir
 
     source = settings["source"]
     if source == "synthetic":
         root = Path(results) / "world" / "eval"
     elif source == "voc2012":
-        root = download_voc2012(settings.get("root") or Path(results) / "voc", settings["split"])
+        root = download_voc2012(eval_voc_root(settings, results), settings["split"])
     else:
         root = Path(settings["root"])
     samples = read_voc_dir(root, settings["split"])

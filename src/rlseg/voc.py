@@ -19,6 +19,7 @@ __all__ = [
     "VocSample",
     "class_ids",
     "download_voc2012",
+    "eval_voc_root",
     "read_voc_dir",
     "voc_palette",
     "voc_palette_array",
@@ -93,6 +94,11 @@ def write_voc_dir_index(root: str | os.PathLike, split: str, ids: list[str]) -> 
     from rlseg.io import write_text
 
     write_text(Path(root) / "ImageSets" / "Segmentation" / f"{split}.txt", "".join(f"{i}\n" for i in ids))
+
+
+def eval_voc_root(eval_settings: dict, results: str | os.PathLike) -> Path:
+    """Where a ``voc2012`` evaluation reads (or downloads) VOC 2012: ``eval.root``, else ``<results>/voc``."""
+    return Path(eval_settings.get("root") or Path(results) / "voc")
 
 
 def download_voc2012(root: str | os.PathLike, split: str = "val") -> Path:

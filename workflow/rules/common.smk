@@ -3,7 +3,7 @@ import hashlib
 from pathlib import Path
 
 from rlseg.sources import get_source
-from rlseg.voc import class_ids
+from rlseg.voc import class_ids, eval_voc_root
 
 R = config["results"]
 CLASSES = list(config["classes"])
@@ -93,7 +93,7 @@ def _voc_roots():
     if SOURCE == "voc_single":
         roots["images"] = config["images"]["root"]
     if EVAL == "voc2012":
-        roots["eval"] = config["eval"].get("root") or f"{R}/voc"
+        roots["eval"] = str(eval_voc_root(config["eval"], R))
     return {k: (hashlib.sha1(str(Path(v).resolve()).encode()).hexdigest()[:10], v) for k, v in roots.items()}
 
 
@@ -125,3 +125,8 @@ def training_pairs(wildcards):
 def ingest_settings():
     keys = ("source", "root", "max_pixels", "min_side", "on_bad_image")
     return {k: config["images"][k] for k in keys}
+
+
+def multiclass_settings():
+    """The multi-class network's settings; its thread count is the rule's, not a setting of the network."""
+    return {k: v for k, v in config["multiclass"].items() if k != "threads"}

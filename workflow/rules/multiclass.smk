@@ -8,7 +8,7 @@ rule train_multiclass:
         model=f"{R}/multiclass/{{variant}}/model.pt",
         history=f"{R}/multiclass/{{variant}}/history.csv",
     params:
-        multiclass=config["multiclass"],
+        multiclass=multiclass_settings(),
         ids=IDS,
     log:
         f"{R}/logs/train_multiclass/{{variant}}.log",
@@ -16,7 +16,7 @@ rule train_multiclass:
         f"{R}/benchmarks/train_multiclass/{{variant}}.tsv"
     # a failed or preempted job resumes from its last epoch's checkpoint
     retries: 2
-    threads: config["threads"]
+    threads: config["multiclass"]["threads"] or config["threads"]
     resources:
         mem_mb=16000,
         runtime=1440,

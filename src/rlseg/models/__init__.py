@@ -1,21 +1,21 @@
 """Networks: the single-class U-Net (frozen ImageNet encoder, 2-channel softmax) and the multi-class DeepLab.
 
 Every network here takes RGB images in 0-1 and normalises them itself with its encoder's statistics, so
-data code never needs to know which encoder is in use. Modules: ``encoders`` (which encoders exist and how they
-are built; a new encoder goes there), ``lite0`` (the packaged EfficientNet-Lite0 weights), ``unet``, ``deeplab``.
+data code never needs to know which encoder is in use. Modules: ``encoders`` (how encoders are built; which exist
+and which settings combine is ``rlseg.architectures``), ``lite0`` (the packaged EfficientNet-Lite0 weights),
+``unet``, ``deeplab``.
 """
 
-from rlseg.models.deeplab import MULTICLASS_ARCHS, MultiClassNet, build_multiclass
-from rlseg.models.encoders import ALL_BLOCKS_ENCODERS, OFFLINE_ENCODER, SINGLE_CLASS_ENCODERS, encoder_stats
+from rlseg.architectures import ALL_BLOCKS_ENCODERS, OFFLINE_ENCODER
+from rlseg.models.deeplab import MultiClassNet, build_multiclass
+from rlseg.models.encoders import encoder_stats
 from rlseg.models.lite0 import load_lite0_imagenet
 from rlseg.models.unet import LIGHT_DECODER_CONVS, LightUnetDecoder, SingleClassUNet, build_unet
 from rlseg.runtime import EncoderWeightsUnavailable
 
 __all__ = [
     "ALL_BLOCKS_ENCODERS",
-    "MULTICLASS_ARCHS",
     "OFFLINE_ENCODER",
-    "SINGLE_CLASS_ENCODERS",
     "EncoderWeightsUnavailable",
     "LIGHT_DECODER_CONVS",
     "LightUnetDecoder",

