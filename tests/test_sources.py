@@ -123,3 +123,15 @@ def test_a_new_image_source_is_one_registration(tmp_path):
     true_mask_pairs("listed", mans, str(results), str(results / "ground_truth" / "pairs.csv"))
     pairs = rows(results / "ground_truth" / "pairs.csv")
     assert len(pairs) == 6 and all(Path(p["label"]).is_file() for p in pairs)
+
+
+def test_the_schema_names_exactly_the_built_in_sources():
+    import subprocess
+    import sys
+
+    from rlseg.config import allowed
+
+    # a fresh process: other tests register sources of their own in this one
+    code = "import rlseg.sources as s; print(' '.join(sorted(s._SOURCES)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == sorted(allowed("images.source"))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from rlseg.config import ConfigError, schema
+from rlseg.config import ConfigError, allowed, check_choice, schema
 
 __all__ = [
     "ALL_BLOCKS_ENCODERS",
@@ -28,13 +28,7 @@ ALL_BLOCKS_ENCODERS = (OFFLINE_ENCODER, "mobilenet_v2")
 
 def choices(section: str, key: str) -> tuple[str, ...]:
     """The values the schema allows for ``section.key`` (its enum)."""
-    return tuple(schema()["properties"][section]["properties"][key]["enum"])
-
-
-def _one_of(section: str, key: str, value: object) -> None:
-    allowed = choices(section, key)
-    if value not in allowed:
-        raise ConfigError(f"{section}.{key}: must be one of {list(allowed)}, not {value!r}")
+    return allowed(f"{section}.{key}")
 
 
 def _any_conv(convs: int | list[int] | tuple[int, ...] | None) -> bool:
@@ -54,7 +48,7 @@ def check_unet(arch: Mapping, section: str = "single_class") -> None:
     get = {k: arch.get(k, sc[k].get("default")) for k in ("encoder", "decoder", "encoder_features",
                                                            "encoder_batchnorm", "encoder_head", "decoder_convs")}
     for key in ("encoder", "decoder", "encoder_features", "encoder_batchnorm"):
-        _one_of(section, key, get[key])
+        check_choice(f"{section}.{key}", get[key])
     if get["encoder_head"] and get["encoder"] != OFFLINE_ENCODER:
         raise ConfigError(f"{section}.encoder_head applies to {OFFLINE_ENCODER}, not {get['encoder']} "
                           "(smp's mobilenet_v2 already has it)")
@@ -75,7 +69,7 @@ def check_multiclass(arch: Mapping, section: str = "multiclass") -> None:
     Raises:
         ConfigError: naming ``section.<key>``.
     """
-    _one_of(section, "arch", arch["arch"])
+    check_choice(f"{section}.arch", arch["arch"])
     crop = arch.get("crop")
     if arch["arch"] == "deeplabv3plus" and crop is not None and crop % 16:
         raise ConfigError(f"{section}.crop: {crop} must be a multiple of 16 for deeplabv3plus (output stride 16); "

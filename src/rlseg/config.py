@@ -15,7 +15,7 @@ import yaml
 # the package carries the schema (workflow/schemas/ links to it), so the library works outside a checkout
 SCHEMA = Path(__file__).resolve().with_name("config.schema.yaml")
 
-__all__ = ["ConfigError", "check_config", "defaults", "load_config", "schema"]
+__all__ = ["ConfigError", "allowed", "check_choice", "check_config", "defaults", "load_config", "schema"]
 
 
 class ConfigError(ValueError):
@@ -38,6 +38,20 @@ def defaults(section: str) -> dict:
     The library's dataclasses and function defaults read theirs from here."""
     props = schema()["properties"][section]["properties"]
     return {k: copy.deepcopy(v["default"]) for k, v in props.items() if "default" in v}
+
+
+def allowed(key: str) -> tuple:
+    """The values the schema's enum allows for a dotted key (``precision``, ``single_class.encoder``)."""
+    node = schema()
+    for part in key.split("."):
+        node = node["properties"][part]
+    return tuple(node["enum"])
+
+
+def check_choice(key: str, value: object) -> None:
+    """Refuse a value outside the schema's enum of ``key``, naming it (for callers that bypass the schema)."""
+    if value not in allowed(key):
+        raise ConfigError(f"{key}: must be one of {list(allowed(key))}, not {value!r}")
 
 
 def _fill_defaults(schema: dict, obj: dict) -> None:

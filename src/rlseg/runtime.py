@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from rlseg.config import check_choice
+
 __all__ = ["EncoderWeightsUnavailable", "NonFiniteLossError", "autocast", "resolve_device", "set_precision"]
 
 _PRECISION = "auto"
@@ -27,8 +29,7 @@ def resolve_device(device: str = "auto") -> torch.device:
 def set_precision(precision: str) -> None:
     """``auto``: bfloat16 autocast on GPUs that support it, float32 elsewhere; ``bf16`` or ``fp32`` force it."""
     global _PRECISION
-    if precision not in ("auto", "bf16", "fp32"):
-        raise ValueError(f"precision must be auto, bf16 or fp32, not {precision!r}")
+    check_choice("precision", precision)
     _PRECISION = precision
 
 

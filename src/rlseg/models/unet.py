@@ -125,6 +125,10 @@ class SingleClassUNet(nn.Module):
             for p in self.encoder.parameters():
                 p.requires_grad_(False)
             self.encoder.eval()
+        # oneDNN's convolutions run 1.4-1.7x faster on the CPU with channels-last activations and weights
+        # (benchmarks/throughput.py); the math is the same, the float rounding not
+        self.memory_format = torch.channels_last
+        self.to(memory_format=self.memory_format)
 
     @property
     def fixed_encoder(self) -> bool:
@@ -139,7 +143,7 @@ class SingleClassUNet(nn.Module):
 
     def features(self, image: torch.Tensor) -> list[torch.Tensor]:
         """The encoder's features ``[input, stride 2, ..., stride 32]`` of RGB images in 0-1."""
-        x = self.normalise(image)
+        x = self.normalise(image).contiguous(memory_format=self.memory_format)
         if self.freeze_encoder:
             with torch.no_grad():
                 return list(self.encoder(x))
@@ -147,10 +151,14 @@ class SingleClassUNet(nn.Module):
 
     def decode(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
         """Probabilities [B, 2, H, W] from the encoder's features."""
-        return torch.softmax(self.decoder(features), dim=1)
+        return torch.softmax(self.logits_of(features), dim=1)
+
+    def logits_of(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Object/background logits [B, 2, H, W] from the encoder's features."""
+        return self.decoder([f.contiguous(memory_format=self.memory_format) for f in features])
 
     def logits(self, image: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.features(image))
+        return self.logits_of(self.features(image))
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return self.decode(self.features(image))

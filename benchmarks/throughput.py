@@ -1,0 +1,225 @@
+"""Single-class training throughput: the pipeline's loop against a naive baseline of the reference's, in one run.
+
+Baseline (the reference's loop as SingleClassRL trains): a DataLoader whose dataset decodes and resizes every image
+from its file at every step, the whole network (frozen encoder included) run on every batch, each loss computed twice
+per batch (once for backward, once for the log), and a new Adam at every annealing epoch. Ours: ``rlseg.train.fit``
+as the workflow runs it (images decoded once per resolution, the frozen encoder's features cached, one loss, a
+checkpoint per epoch). Same network (the pipeline's default), same images, batch 16, same threads, same run.
+
+Prints one JSON line per figure: the machine's float32 matmul FLOP/s; per resolution each loop's images/s (ours:
+the measured epochs, the steady state once the cache is full, and the paper's 65-epoch schedule projected from
+them), the speed-up, the FLOPs of one training image and the fraction of the matmul FLOP/s each loop reaches. With
+``--quality``, both loops train on ECSSD's train fold through the same schedule and their test F-measures follow.
+
+    python benchmarks/throughput.py [--data ../shared/data] [--images 160] [--epochs 6] [--baseline-epochs 2]
+        [--resolutions 128 256] [--threads 2] [--quality] [--quality-images 200] [--quality-epochs 15 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from rlseg.data import load_binary_masks, load_images, resized_tensor, to_float
+from rlseg.imageio import load_image
+from rlseg.metrics import ConfusionMatrix, f_measure
+from rlseg.models import SingleClassUNet, build_unet
+from rlseg.synthetic import SHAPES, render_image
+from rlseg.train import EpochPlan, SingleClassConfig, fit, predict, stage_plans
+
+PAPER_EPOCHS = 15 + 50  # annealing + normal stage at one resolution
+WARM_EPOCHS = 3  # epochs before the feature cache holds (nearly) every image and flip
+
+
+def emit(figure: str, value: float, **extra) -> None:
+    print(json.dumps({"figure": figure, "value": round(value, 4), **extra}), flush=True)
+
+
+def matmul_flops(threads: int, n: int = 2048, repeats: int = 5) -> float:
+    """The best float32 FLOP/s of an n x n matmul on this machine with ``threads`` threads."""
+    a, b = torch.rand(n, n), torch.rand(n, n)
+    torch.mm(a, b)
+    best = 0.0
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        best = max(best, 2 * n**3 / (time.perf_counter() - t0))
+    return best
+
+
+class FileImages(torch.utils.data.Dataset):
+    """The reference's data path: each item decoded from its file, resized and flipped at every step."""
+
+    def __init__(self, paths: list[Path], size: int, flip: bool, seed: int) -> None:
+        self.paths, self.size, self.flip = paths, size, flip
+        self.rng = random.Random(seed)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        x = resized_tensor(load_image(self.paths[i]), self.size)
+        return x.flip(-1) if self.flip and self.rng.random() < 0.5 else x
+
+
+def baseline_fit(model: SingleClassUNet, paths: list[Path], size: int, cfg: SingleClassConfig,
+                 plans: list[EpochPlan], workers: int) -> list[float]:
+    """Train as the reference's loop does; returns the seconds of each epoch."""
+    model.memory_format = torch.contiguous_format  # the reference's tensors: PyTorch's default layout
+    model.to(memory_format=model.memory_format)
+    loader = torch.utils.data.DataLoader(FileImages(paths, size, cfg.flip, cfg.seed), batch_size=cfg.batch_size,
+                                         shuffle=True, num_workers=workers,
+                                         generator=torch.Generator().manual_seed(cfg.seed))
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = None
+    seconds = []
+    for i, plan in enumerate(plans):
+        t0 = time.perf_counter()
+        if optimizer is None or plan.stage == "anneal" or plans[i - 1].stage != plan.stage:
+            optimizer = torch.optim.Adam(params, lr=cfg.lr)  # the reference: one train_normal call per sigma step
+        loss_fn = cfg.loss(plan.weights)
+        model.train()
+        for x_u8 in loader:
+            x = to_float(x_u8)
+            probs = model(x)
+            total, _ = loss_fn(probs, x, None)
+            optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            optimizer.step()
+            logged, _ = loss_fn(probs, x, None)  # the reference computes the loss again for its log
+            float(logged.detach())
+        seconds.append(time.perf_counter() - t0)
+    return seconds
+
+
+def step_flops(model: SingleClassUNet, cfg: SingleClassConfig, size: int, cached: bool) -> float:
+    """Matmul and convolution FLOPs of one training image (forward and backward, batch ``cfg.batch_size``)."""
+    x = torch.rand(cfg.batch_size, 3, size, size)
+    loss_fn = cfg.loss(stage_plans(cfg, "normal")[0].weights)
+    model.train()
+    feats = model.features(x) if cached else None
+    with FlopCounterMode(display=False) as counter:
+        probs = model.decode(feats) if cached else model(x)
+        total, _ = loss_fn(probs, x, None)
+        total.backward()
+        if not cached:
+            loss_fn(probs, x, None)
+    model.zero_grad(set_to_none=True)
+    return counter.get_total_flops() / cfg.batch_size
+
+
+def image_paths(data: Path, n: int, offset: int = 0) -> list[Path]:
+    paths = sorted((data / "ecssd" / "images").glob("*.jpg"))[offset : offset + n]
+    if len(paths) == n:
+        return paths
+    # without the shared data: the synthetic world's images, written as JPEG files as a crawl would leave them
+    out = Path(tempfile.mkdtemp(prefix="throughput_"))
+    rng = np.random.default_rng(offset)
+    for i in range(n):
+        from PIL import Image
+
+        Image.fromarray(render_image(rng, SHAPES, [(i % len(SHAPES), 0.3)], 300)[0]).save(out / f"{i:04d}.jpg")
+    return sorted(out.glob("*.jpg"))
+
+
+def speed(paths: list[Path], size: int, epochs: int, baseline_epochs: int, workers: int, peak: float) -> None:
+    cfg = SingleClassConfig(resolutions=[size])
+    plans = stage_plans(cfg, "anneal")
+    n = len(paths)
+    torch.manual_seed(cfg.seed)
+    model = build_unet(cfg.arch)
+    base_s = baseline_fit(model, paths, size, cfg, plans[:baseline_epochs], workers)
+    base_ips = n * len(base_s) / sum(base_s)
+    torch.manual_seed(cfg.seed)
+    model = build_unet(cfg.arch)
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        images = load_images(paths, size)
+        decode_s = time.perf_counter() - t0
+        rows = fit(model, images, plans[:epochs], cfg, Path(tmp) / "ckpt.pt", {"size": size},
+                   device=torch.device("cpu"), on_epoch=None)
+    ours_s = [r["seconds"] for r in rows]
+    steady = float(np.median(ours_s[WARM_EPOCHS:])) if len(ours_s) > WARM_EPOCHS else ours_s[-1]
+    schedule_s = decode_s + sum(ours_s[:WARM_EPOCHS]) + (PAPER_EPOCHS - WARM_EPOCHS) * steady
+    ours = {"measured": n * len(ours_s) / (decode_s + sum(ours_s)), "steady": n / steady,
+            "schedule": n * PAPER_EPOCHS / schedule_s}
+    where = {"px": size, "images": n, "threads": torch.get_num_threads()}
+    emit("baseline_images_per_s", base_ips, epochs=len(base_s), **where)
+    for k, v in ours.items():
+        emit(f"ours_images_per_s_{k}", v, epochs=len(ours_s), decode_s=round(decode_s, 2), **where)
+    emit("speedup_schedule", ours["schedule"] / base_ips, target=5, **where)
+    emit("speedup_steady", ours["steady"] / base_ips, **where)
+    flops_ours, flops_base = step_flops(model, cfg, size, cached=True), step_flops(model, cfg, size, cached=False)
+    emit("flops_per_image_ours", flops_ours, **where)
+    emit("flops_per_image_baseline", flops_base, **where)
+    emit("flops_fraction_ours_steady", flops_ours * ours["steady"] / peak, target=0.3, **where)
+    emit("flops_fraction_baseline", flops_base * base_ips / peak, **where)
+
+
+def quality(data: Path, n: int, epochs: tuple[int, int], workers: int) -> None:
+    """ECSSD test F-measure (0701-1000, beta^2 = 0.3, pooled, 128 px) of both loops after the same schedule."""
+    train = image_paths(data, n)
+    test = sorted((data / "ecssd" / "images").glob("*.jpg"))[700:]
+    if not test:
+        print(json.dumps({"figure": "quality", "skipped": f"no ECSSD under {data}"}))
+        return
+    test_x = load_images(test, 128)
+    test_m = load_binary_masks([data / "ecssd" / "masks" / f"{p.stem}.png" for p in test], 128)
+    cfg = SingleClassConfig(resolutions=[128], anneal_epochs=epochs[0], normal_epochs=epochs[1])
+    plans = stage_plans(cfg, "anneal") + stage_plans(cfg, "normal")
+
+    def score(model: SingleClassUNet) -> float:
+        cm = ConfusionMatrix(2)
+        cm.update(test_m, (predict(model, test_x, device=torch.device("cpu")) > 0.5).to(torch.uint8))
+        return f_measure(cm.matrix)
+
+    results = {}
+    for name in ("baseline", "ours"):
+        torch.manual_seed(cfg.seed)
+        model = build_unet(cfg.arch)
+        t0 = time.perf_counter()
+        if name == "baseline":
+            baseline_fit(model, train, 128, cfg, plans, workers)
+        else:
+            with tempfile.TemporaryDirectory() as tmp:
+                fit(model, load_images(train, 128), plans, cfg, Path(tmp) / "ckpt.pt", {}, device=torch.device("cpu"),
+                    on_epoch=None)
+        results[name] = score(model)
+        emit(f"ecssd_test_f_{name}", results[name], train_images=n, epochs=list(epochs),
+             seconds=round(time.perf_counter() - t0, 1))
+    emit("ecssd_test_f_difference", results["ours"] - results["baseline"], target="within 0.01")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
+    ap.add_argument("--images", type=int, default=160)
+    ap.add_argument("--epochs", type=int, default=6, help="epochs of our loop per resolution")
+    ap.add_argument("--baseline-epochs", type=int, default=2)
+    ap.add_argument("--resolutions", type=int, nargs="+", default=[128, 256])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--baseline-workers", type=int, default=0, help="the baseline DataLoader's worker processes")
+    ap.add_argument("--quality", action="store_true")
+    ap.add_argument("--quality-images", type=int, default=200)
+    ap.add_argument("--quality-epochs", type=int, nargs=2, default=[15, 20], metavar=("ANNEAL", "NORMAL"))
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    peak = matmul_flops(args.threads)
+    emit("matmul_flops_fp32", peak, threads=args.threads)
+    paths = image_paths(args.data, args.images)
+    for size in args.resolutions:
+        speed(paths, size, args.epochs, args.baseline_epochs, args.baseline_workers, peak)
+    if args.quality:
+        quality(args.data, args.quality_images, tuple(args.quality_epochs), args.baseline_workers)
+
+
+if __name__ == "__main__":
+    main()
