@@ -10,7 +10,7 @@ measured images/s, the projected hours here; then on one GPU, from the same FLOP
 (an estimate unless this runs on that GPU, when its own measurement is used); and the wall time on N SLURM nodes,
 where the classes' jobs run side by side.
 
-    python benchmarks/paper_cost.py [--config configs/paper.yaml] [--threads 2] [--gpu-tflops 150] [--nodes 1 4 20]
+    python benchmarks/paper_cost.py [--config configs/paper.yaml] [--threads 2] [--gpu-tflops 100] [--nodes 1 4 20]
 """
 
 from __future__ import annotations
@@ -48,6 +48,17 @@ def _sync(dev: torch.device) -> None:
         torch.cuda.synchronize()
 
 
+def calls_per_s(fn, dev: torch.device, n: int) -> float:
+    """Calls of ``fn`` per second over ``n`` calls after one to warm up."""
+    fn()
+    _sync(dev)
+    t0 = time.perf_counter()
+    for _ in range(n):
+        fn()
+    _sync(dev)
+    return n / (time.perf_counter() - t0)
+
+
 def single_class_rate(cfg: SingleClassConfig, size: int, dev: torch.device, images: int, epochs: int
                       ) -> tuple[float, float]:
     """(images/s, FLOPs per image-step) of single-class training at ``size`` px through ``fit``."""
@@ -81,26 +92,10 @@ def multiclass_rate(mc: dict, num_classes: int, dev: torch.device, batch: int, s
         loss.backward()
         opt.step()
 
-    step()
-    _sync(dev)
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        step()
-    _sync(dev)
-    rate = batch * steps / (time.perf_counter() - t0)
+    rate = batch * calls_per_s(step, dev, steps)
     with FlopCounterMode(display=False) as counter:
         step()
     return rate, counter.get_total_flops() / batch
-
-
-def inference_rate(model_fn, dev: torch.device, n: int) -> float:
-    model_fn()
-    _sync(dev)
-    t0 = time.perf_counter()
-    for _ in range(n):
-        model_fn()
-    _sync(dev)
-    return n / (time.perf_counter() - t0)
 
 
 def main() -> None:
@@ -111,9 +106,11 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=2, help="timed epochs per single-class timing")
     ap.add_argument("--multiclass-batch", type=int, default=2)
     ap.add_argument("--multiclass-steps", type=int, default=2)
-    ap.add_argument("--gpu-tflops", type=float, default=150.0,
-                    help="effective TFLOP/s assumed for one modern GPU where none is measured (bf16, ~30-40%% of an "
-                         "H100's or ~50%% of an A100's dense peak)")
+    ap.add_argument("--gpu-tflops", type=float, default=100.0,
+                    help="effective TFLOP/s assumed for one modern GPU where none is measured (bf16: about a third "
+                         "of an A100's dense peak, a tenth of an H100's)")
+    ap.add_argument("--gpu-unet-images-per-s", type=float, default=1000.0,
+                    help="the single-class U-Net's training rate at 256 px assumed where no GPU is measured")
     ap.add_argument("--nodes", type=int, nargs="+", default=[1, 4, 20])
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -148,11 +145,11 @@ def main() -> None:
         with torch.inference_mode(), autocast(dev):
             unet(xb)
 
-    pgt_rate = 32 * inference_rate(label_batch, dev, 2)
+    pgt_rate = 32 * calls_per_s(label_batch, dev, 2)
     deeplab = build_multiclass({"arch": mc["arch"], "encoder": mc["encoder"], "num_classes": classes + 1},
                                pretrained=False).to(dev).eval()
     photo = Image.new("RGB", VOC_SIZE)
-    pred_rate = inference_rate(lambda: predict_full(deeplab, photo, dev), dev, 2)
+    pred_rate = calls_per_s(lambda: predict_full(deeplab, photo, dev), dev, 2)
     emit("pseudo_gt_images_per_s", pgt_rate, px=hi, device=str(dev))
     emit("predict_images_per_s", pred_rate, size=list(VOC_SIZE), device=str(dev))
 
@@ -171,10 +168,15 @@ def main() -> None:
     if dev.type == "cuda":
         gpu, gpu_source = here, f"measured on {torch.cuda.get_device_name(dev)}"
     else:
-        # FLOPs of an inference image: a third of a training step's (forward only)
-        gpu = stage_hours(lambda s: gpu_flops / flops[s], gpu_flops / mc_flops, gpu_flops / (flops[hi] / 3),
+        # FLOPs of an inference image: a third of a training step's (forward only). A small U-Net does not keep a
+        # GPU busy: its rate is also capped at --gpu-unet-images-per-s (at 256 px; four times that at 128 px)
+        def unet_rate(size: int) -> float:
+            return min(gpu_flops / flops[size], args.gpu_unet_images_per_s * (256 / size) ** 2)
+
+        gpu = stage_hours(unet_rate, gpu_flops / mc_flops, 3 * unet_rate(hi),
                           gpu_flops / (mc_flops / 3 * (VOC_SIZE[0] * VOC_SIZE[1]) / mc["crop"] ** 2))
-        gpu_source = f"estimated from FLOPs at {args.gpu_tflops:g} effective TFLOP/s"
+        gpu_source = (f"estimated: FLOPs at {args.gpu_tflops:g} effective TFLOP/s, U-Net training at most "
+                      f"{args.gpu_unet_images_per_s:g} images/s at 256 px")
     for name, table in (("here", here), ("one_gpu", gpu)):
         for stage, h in table.items():
             emit(f"hours_{name}_{stage}", h, device=str(dev) if name == "here" else gpu_source)

@@ -204,7 +204,7 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=160)
     ap.add_argument("--epochs", type=int, default=6, help="epochs of our loop per resolution")
     ap.add_argument("--baseline-epochs", type=int, default=2)
-    ap.add_argument("--resolutions", type=int, nargs="+", default=[128, 256])
+    ap.add_argument("--resolutions", type=int, nargs="*", default=[128, 256], help="none: skip the speed part")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--baseline-workers", type=int, default=0, help="the baseline DataLoader's worker processes")
     ap.add_argument("--quality", action="store_true")
