@@ -163,10 +163,10 @@ def test_the_library_refuses_what_the_config_check_refuses_with_its_message(arch
 @pytest.mark.parametrize(("key", "value"), [("encoder", "resnet18"), ("decoder", "fpn"),
                                             ("encoder_features", "every_block")])
 def test_the_library_takes_its_choices_from_the_schema(key, value):
-    from rlseg.architectures import choices
-    from rlseg.config import ConfigError, schema
+    from rlseg.config import ConfigError, allowed, schema
 
-    assert choices("single_class", key) == tuple(schema()["properties"]["single_class"]["properties"][key]["enum"])
+    assert allowed(f"single_class.{key}") == tuple(schema()["properties"]["single_class"]["properties"][key]["enum"])
+    assert value not in allowed(f"single_class.{key}")
     with pytest.raises(ConfigError, match=f"single_class.{key}: must be one of"):
         build_unet({key: value}, pretrained=False)
 

