@@ -12,7 +12,8 @@ them), the speed-up, the FLOPs of one training image and the fraction of the mat
 ``--quality``, both loops train on ECSSD's train fold through the same schedule and their test F-measures follow.
 
     python benchmarks/throughput.py [--data ../shared/data] [--images 160] [--epochs 6] [--baseline-epochs 2]
-        [--resolutions 128 256] [--threads 2] [--quality] [--quality-images 200] [--quality-epochs 15 20]
+        [--resolutions 128 256] [--threads 2] [--channels-last] [--quality] [--quality-images 200]
+        [--quality-epochs 15 20]
 """
 
 from __future__ import annotations
@@ -70,11 +71,16 @@ class FileImages(torch.utils.data.Dataset):
         return x.flip(-1) if self.flip and self.rng.random() < 0.5 else x
 
 
+def use_layout(model: SingleClassUNet, memory_format: torch.memory_format) -> SingleClassUNet:
+    """Run the model's convolutions in ``memory_format`` (weights and activations)."""
+    model.memory_format = memory_format
+    return model.to(memory_format=memory_format)
+
+
 def baseline_fit(model: SingleClassUNet, paths: list[Path], size: int, cfg: SingleClassConfig,
                  plans: list[EpochPlan], workers: int) -> list[float]:
     """Train as the reference's loop does; returns the seconds of each epoch."""
-    model.memory_format = torch.contiguous_format  # the reference's tensors: PyTorch's default layout
-    model.to(memory_format=model.memory_format)
+    use_layout(model, torch.contiguous_format)  # the reference's tensors: PyTorch's default layout
     loader = torch.utils.data.DataLoader(FileImages(paths, size, cfg.flip, cfg.seed), batch_size=cfg.batch_size,
                                          shuffle=True, num_workers=workers,
                                          generator=torch.Generator().manual_seed(cfg.seed))
@@ -130,7 +136,8 @@ def image_paths(data: Path, n: int, offset: int = 0) -> list[Path]:
     return sorted(out.glob("*.jpg"))
 
 
-def speed(paths: list[Path], size: int, epochs: int, baseline_epochs: int, workers: int, peak: float) -> None:
+def speed(paths: list[Path], size: int, epochs: int, baseline_epochs: int, workers: int, peak: float,
+          channels_last: bool) -> None:
     cfg = SingleClassConfig(resolutions=[size])
     plans = stage_plans(cfg, "anneal")
     n = len(paths)
@@ -140,6 +147,8 @@ def speed(paths: list[Path], size: int, epochs: int, baseline_epochs: int, worke
     base_ips = n * len(base_s) / sum(base_s)
     torch.manual_seed(cfg.seed)
     model = build_unet(cfg.arch)
+    if channels_last:
+        use_layout(model, torch.channels_last)
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         images = load_images(paths, size)
@@ -151,7 +160,7 @@ def speed(paths: list[Path], size: int, epochs: int, baseline_epochs: int, worke
     schedule_s = decode_s + sum(ours_s[:WARM_EPOCHS]) + (PAPER_EPOCHS - WARM_EPOCHS) * steady
     ours = {"measured": n * len(ours_s) / (decode_s + sum(ours_s)), "steady": n / steady,
             "schedule": n * PAPER_EPOCHS / schedule_s}
-    where = {"px": size, "images": n, "threads": torch.get_num_threads()}
+    where = {"px": size, "images": n, "threads": torch.get_num_threads(), "ours_channels_last": channels_last}
     emit("baseline_images_per_s", base_ips, epochs=len(base_s), **where)
     for k, v in ours.items():
         emit(f"ours_images_per_s_{k}", v, epochs=len(ours_s), decode_s=round(decode_s, 2), **where)
@@ -207,6 +216,7 @@ def main() -> None:
     ap.add_argument("--resolutions", type=int, nargs="*", default=[128, 256], help="none: skip the speed part")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--baseline-workers", type=int, default=0, help="the baseline DataLoader's worker processes")
+    ap.add_argument("--channels-last", action="store_true", help="our loop with channels-last convolutions")
     ap.add_argument("--quality", action="store_true")
     ap.add_argument("--quality-images", type=int, default=200)
     ap.add_argument("--quality-epochs", type=int, nargs=2, default=[15, 20], metavar=("ANNEAL", "NORMAL"))
@@ -216,7 +226,7 @@ def main() -> None:
     emit("matmul_flops_fp32", peak, threads=args.threads)
     paths = image_paths(args.data, args.images)
     for size in args.resolutions:
-        speed(paths, size, args.epochs, args.baseline_epochs, args.baseline_workers, peak)
+        speed(paths, size, args.epochs, args.baseline_epochs, args.baseline_workers, peak, args.channels_last)
     if args.quality:
         quality(args.data, args.quality_images, tuple(args.quality_epochs), args.baseline_workers)
 
