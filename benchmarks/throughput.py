@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 
 from rlseg.data import load_binary_masks, load_images, resized_tensor, to_float
@@ -122,16 +123,14 @@ def step_flops(model: SingleClassUNet, cfg: SingleClassConfig, size: int, cached
     return counter.get_total_flops() / cfg.batch_size
 
 
-def image_paths(data: Path, n: int, offset: int = 0) -> list[Path]:
-    paths = sorted((data / "ecssd" / "images").glob("*.jpg"))[offset : offset + n]
+def image_paths(data: Path, n: int) -> list[Path]:
+    """The first ``n`` ECSSD images, or without the shared data as many synthetic ones written as JPEG files."""
+    paths = sorted((data / "ecssd" / "images").glob("*.jpg"))[:n]
     if len(paths) == n:
         return paths
-    # without the shared data: the synthetic world's images, written as JPEG files as a crawl would leave them
     out = Path(tempfile.mkdtemp(prefix="throughput_"))
-    rng = np.random.default_rng(offset)
+    rng = np.random.default_rng(0)
     for i in range(n):
-        from PIL import Image
-
         Image.fromarray(render_image(rng, SHAPES, [(i % len(SHAPES), 0.3)], 300)[0]).save(out / f"{i:04d}.jpg")
     return sorted(out.glob("*.jpg"))
 

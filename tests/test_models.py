@@ -181,12 +181,12 @@ def test_a_new_encoder_is_one_name_in_the_schema(tmp_path):
     assert text.count(old) == 1
     schema.write_text(text.replace(old, "enum: [mobilenet_v2, se_resnext50_32x4d, tu-tf_efficientnet_lite0, resnet18]"))
     (pkg / "x.yaml").write_text("single_class: {encoder: resnet18}\n")
-    code = ("import torch, rlseg.config as c, rlseg.models as m; cfg = c.load_config('config.yaml', 'x.yaml'); "
+    code = (f"import torch, rlseg.config as c, rlseg.models as m; "
+            f"cfg = c.load_config({str(REPO / 'config.yaml')!r}, {str(pkg / 'x.yaml')!r}); "
             "net = m.build_unet({'encoder': cfg['single_class']['encoder']}, pretrained=False).eval(); "
             "print(tuple(net(torch.rand(1, 3, 64, 64)).shape), net.encoder.out_channels[-1])")
-    proc = subprocess.run([sys.executable, "-c", code.replace("'config.yaml'", repr(str(REPO / "config.yaml")))
-                           .replace("'x.yaml'", repr(str(pkg / "x.yaml")))], capture_output=True, text=True,
-                          cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(pkg)})
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": str(pkg)})
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["(1,", "2,", "64,", "64)", "512"]
 

@@ -120,7 +120,7 @@ def check_config(config: dict) -> None:
             raise ConfigError(f"{key}: {r} is not a multiple of 32 (the U-Net downsamples 5x)")
     if sc["sigma_start"] > sc["sigma_end"]:
         raise ConfigError("single_class.sigma_start must not exceed single_class.sigma_end")
-    from rlseg.architectures import check_multiclass, check_unet
+    from rlseg.architectures import check_multiclass, check_unet  # here: it imports this module
 
     check_unet(sc)
     mc = config["multiclass"]
