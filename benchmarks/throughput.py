@@ -4,7 +4,10 @@ Baseline (the reference's loop as SingleClassRL trains): a DataLoader whose data
 from its file at every step, the whole network (frozen encoder included) run on every batch, each loss computed twice
 per batch (once for backward, once for the log), and a new Adam at every annealing epoch. Ours: ``rlseg.train.fit``
 as the workflow runs it (images decoded once per resolution, the frozen encoder's features cached, one loss, a
-checkpoint per epoch). Same network (the pipeline's default), same images, batch 16, same threads, same run.
+checkpoint per epoch, the job's run-time set-up ``rlseg.pipeline.setup_job``). Same network (the pipeline's
+default), same images, batch 16, same threads, same run; each loop trains in a fresh process of its own, so that
+neither inherits the other's heap (the baseline runs with the C library's default allocator settings, as the
+reference does).
 
 Prints one JSON line per figure: the machine's float32 matmul FLOP/s; per resolution each loop's images/s (ours:
 the measured epochs, the steady state once the cache is full, and the paper's 65-epoch schedule projected from
@@ -13,16 +16,18 @@ them), the speed-up, the FLOPs of one training image and the fraction of the mat
 
     python benchmarks/throughput.py [--data ../shared/data] [--images 160] [--epochs 6] [--baseline-epochs 2]
         [--resolutions 128 256] [--threads 2] [--channels-last] [--quality] [--quality-images 200]
-        [--quality-epochs 15 20]
+        [--quality-epochs 15 20] [--quality-seeds 0 1]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import random
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +39,7 @@ from rlseg.data import load_binary_masks, load_images, resized_tensor, to_float
 from rlseg.imageio import load_image
 from rlseg.metrics import ConfusionMatrix, f_measure
 from rlseg.models import SingleClassUNet, build_unet
+from rlseg.pipeline import setup_job
 from rlseg.synthetic import SHAPES, render_image
 from rlseg.train import EpochPlan, SingleClassConfig, fit, predict, stage_plans
 
@@ -135,26 +141,49 @@ def image_paths(data: Path, n: int) -> list[Path]:
     return sorted(out.glob("*.jpg"))
 
 
-def speed(paths: list[Path], size: int, epochs: int, baseline_epochs: int, workers: int, peak: float,
-          channels_last: bool) -> None:
-    cfg = SingleClassConfig(resolutions=[size])
-    plans = stage_plans(cfg, "anneal")
-    n = len(paths)
+def in_fresh_process(fn, *args):
+    """``fn(*args)`` in a new interpreter (spawned, one thread count as this one), so its heap starts empty."""
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(1, mp_context=ctx, initializer=torch.set_num_threads,
+                             initargs=(torch.get_num_threads(),)) as pool:
+        return pool.submit(fn, *args).result()
+
+
+def train_baseline(paths: list[Path], size: int, cfg: SingleClassConfig, epochs: int, workers: int
+                   ) -> tuple[list[float], dict]:
+    """The baseline's epoch seconds and final weights, trained from the seed as the reference does."""
     torch.manual_seed(cfg.seed)
     model = build_unet(cfg.arch)
-    base_s = baseline_fit(model, paths, size, cfg, plans[:baseline_epochs], workers)
-    base_ips = n * len(base_s) / sum(base_s)
+    plans = (stage_plans(cfg, "anneal") + stage_plans(cfg, "normal"))[:epochs]
+    seconds = baseline_fit(model, paths, size, cfg, plans, workers)
+    return seconds, model.state_dict()
+
+
+def train_ours(paths: list[Path], size: int, cfg: SingleClassConfig, epochs: int, channels_last: bool
+               ) -> tuple[list[float], float, dict]:
+    """Our epoch seconds, the seconds decoding took and the final weights, trained as the workflow's job does."""
+    setup_job(torch.get_num_threads())
     torch.manual_seed(cfg.seed)
     model = build_unet(cfg.arch)
     if channels_last:
         use_layout(model, torch.channels_last)
+    plans = (stage_plans(cfg, "anneal") + stage_plans(cfg, "normal"))[:epochs]
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         images = load_images(paths, size)
         decode_s = time.perf_counter() - t0
-        rows = fit(model, images, plans[:epochs], cfg, Path(tmp) / "ckpt.pt", {"size": size},
+        rows = fit(model, images, plans, cfg, Path(tmp) / "ckpt.pt", {"size": size},
                    device=torch.device("cpu"), on_epoch=None)
-    ours_s = [r["seconds"] for r in rows]
+    return [r["seconds"] for r in rows], decode_s, model.state_dict()
+
+
+def speed(paths: list[Path], size: int, epochs: int, baseline_epochs: int, workers: int, peak: float,
+          channels_last: bool) -> None:
+    cfg = SingleClassConfig(resolutions=[size])
+    n = len(paths)
+    base_s, _ = in_fresh_process(train_baseline, paths, size, cfg, baseline_epochs, workers)
+    base_ips = n * len(base_s) / sum(base_s)
+    ours_s, decode_s, _ = in_fresh_process(train_ours, paths, size, cfg, epochs, channels_last)
     steady = float(np.median(ours_s[WARM_EPOCHS:])) if len(ours_s) > WARM_EPOCHS else ours_s[-1]
     schedule_s = decode_s + sum(ours_s[:WARM_EPOCHS]) + (PAPER_EPOCHS - WARM_EPOCHS) * steady
     ours = {"measured": n * len(ours_s) / (decode_s + sum(ours_s)), "steady": n / steady,
@@ -165,6 +194,7 @@ def speed(paths: list[Path], size: int, epochs: int, baseline_epochs: int, worke
         emit(f"ours_images_per_s_{k}", v, epochs=len(ours_s), decode_s=round(decode_s, 2), **where)
     emit("speedup_schedule", ours["schedule"] / base_ips, target=5, **where)
     emit("speedup_steady", ours["steady"] / base_ips, **where)
+    model = build_unet(cfg.arch)
     flops_ours, flops_base = step_flops(model, cfg, size, cached=True), step_flops(model, cfg, size, cached=False)
     emit("flops_per_image_ours", flops_ours, **where)
     emit("flops_per_image_baseline", flops_base, **where)
@@ -172,8 +202,10 @@ def speed(paths: list[Path], size: int, epochs: int, baseline_epochs: int, worke
     emit("flops_fraction_baseline", flops_base * base_ips / peak, **where)
 
 
-def quality(data: Path, n: int, epochs: tuple[int, int], workers: int) -> None:
-    """ECSSD test F-measure (0701-1000, beta^2 = 0.3, pooled, 128 px) of both loops after the same schedule."""
+def quality(data: Path, n: int, epochs: tuple[int, int], workers: int, channels_last: bool,
+            seeds: list[int]) -> None:
+    """ECSSD test F-measure (0701-1000, beta^2 = 0.3, pooled, 128 px) of both loops after the same schedule, per
+    seed and their mean."""
     train = image_paths(data, n)
     test = sorted((data / "ecssd" / "images").glob("*.jpg"))[700:]
     if not test:
@@ -181,29 +213,30 @@ def quality(data: Path, n: int, epochs: tuple[int, int], workers: int) -> None:
         return
     test_x = load_images(test, 128)
     test_m = load_binary_masks([data / "ecssd" / "masks" / f"{p.stem}.png" for p in test], 128)
-    cfg = SingleClassConfig(resolutions=[128], anneal_epochs=epochs[0], normal_epochs=epochs[1])
-    plans = stage_plans(cfg, "anneal") + stage_plans(cfg, "normal")
 
-    def score(model: SingleClassUNet) -> float:
+    def score(state: dict) -> float:
+        model = build_unet(SingleClassConfig().arch, pretrained=False)
+        model.load_state_dict(state)
         cm = ConfusionMatrix(2)
         cm.update(test_m, (predict(model, test_x, device=torch.device("cpu")) > 0.5).to(torch.uint8))
         return f_measure(cm.matrix)
 
-    results = {}
-    for name in ("baseline", "ours"):
-        torch.manual_seed(cfg.seed)
-        model = build_unet(cfg.arch)
-        t0 = time.perf_counter()
-        if name == "baseline":
-            baseline_fit(model, train, 128, cfg, plans, workers)
-        else:
-            with tempfile.TemporaryDirectory() as tmp:
-                fit(model, load_images(train, 128), plans, cfg, Path(tmp) / "ckpt.pt", {}, device=torch.device("cpu"),
-                    on_epoch=None)
-        results[name] = score(model)
-        emit(f"ecssd_test_f_{name}", results[name], train_images=n, epochs=list(epochs),
-             seconds=round(time.perf_counter() - t0, 1))
-    emit("ecssd_test_f_difference", results["ours"] - results["baseline"], target="within 0.01")
+    results: dict[str, list[float]] = {"baseline": [], "ours": []}
+    for seed in seeds:
+        cfg = SingleClassConfig(resolutions=[128], anneal_epochs=epochs[0], normal_epochs=epochs[1], seed=seed)
+        for name in results:
+            t0 = time.perf_counter()
+            if name == "baseline":
+                _, state = in_fresh_process(train_baseline, train, 128, cfg, sum(epochs), workers)
+            else:
+                *_, state = in_fresh_process(train_ours, train, 128, cfg, sum(epochs), channels_last)
+            results[name].append(score(state))
+            emit(f"ecssd_test_f_{name}", results[name][-1], train_images=n, epochs=list(epochs), seed=seed,
+                 seconds=round(time.perf_counter() - t0, 1))
+    means = {k: float(np.mean(v)) for k, v in results.items()}
+    for name, mean in means.items():
+        emit(f"ecssd_test_f_{name}_mean", mean, seeds=seeds, spread=round(max(results[name]) - min(results[name]), 4))
+    emit("ecssd_test_f_difference", means["ours"] - means["baseline"], seeds=seeds, target="within 0.01")
 
 
 def main() -> None:
@@ -219,6 +252,7 @@ def main() -> None:
     ap.add_argument("--quality", action="store_true")
     ap.add_argument("--quality-images", type=int, default=200)
     ap.add_argument("--quality-epochs", type=int, nargs=2, default=[15, 20], metavar=("ANNEAL", "NORMAL"))
+    ap.add_argument("--quality-seeds", type=int, nargs="+", default=[0])
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     peak = matmul_flops(args.threads)
@@ -227,7 +261,8 @@ def main() -> None:
     for size in args.resolutions:
         speed(paths, size, args.epochs, args.baseline_epochs, args.baseline_workers, peak, args.channels_last)
     if args.quality:
-        quality(args.data, args.quality_images, tuple(args.quality_epochs), args.baseline_workers)
+        quality(args.data, args.quality_images, tuple(args.quality_epochs), args.baseline_workers, args.channels_last,
+                args.quality_seeds)
 
 
 if __name__ == "__main__":

@@ -1,12 +1,12 @@
 """Rule figure_gallery: a class's images next to its pseudo labels, the multi-class prediction and the truth."""
 
-from rlseg.pipeline import logged, setup_threads
+from rlseg.pipeline import logged, setup_job
 from rlseg.report import class_gallery_rows, gallery
 
 snakemake = globals()["snakemake"]
 inp, cls = snakemake.input, snakemake.wildcards.cls
 with logged(snakemake.log[0], f"figure: gallery of {cls}") as log:
-    setup_threads(snakemake.threads, snakemake.config["precision"])
+    setup_job(snakemake.threads, snakemake.config["precision"])
     rows = class_gallery_rows(int(snakemake.params.ids[cls]), inp.class_model, inp.multiclass_model,
                               inp.pseudo_pairs, inp.index, inp.predictions, inp.get("truth"),
                               snakemake.params.images, device=snakemake.config["device"],

@@ -2,12 +2,12 @@
 
 from pathlib import Path
 
-from rlseg.pipeline import logged, setup_threads
+from rlseg.pipeline import logged, setup_job
 from rlseg.study import run_loss_study
 
 snakemake = globals()["snakemake"]
 with logged(snakemake.log[0], "loss-accuracy study") as log:
-    setup_threads(snakemake.threads, snakemake.config["precision"])
+    setup_job(snakemake.threads, snakemake.config["precision"])
     rows = run_loss_study(snakemake.input.truth, {Path(m).parent.name: m for m in snakemake.input.manifests},
                           dict(snakemake.params.ids), dict(snakemake.params.study),
                           dict(snakemake.params.single_class), snakemake.output[0], device=snakemake.config["device"])

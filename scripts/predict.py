@@ -2,10 +2,10 @@
 
 from pathlib import Path
 
-from rlseg.pipeline import logged, predict_eval_set, setup_threads
+from rlseg.pipeline import logged, predict_eval_set, setup_job
 
 snakemake = globals()["snakemake"]
 with logged(snakemake.log[0], f"predict ({snakemake.wildcards.variant})"):
-    setup_threads(snakemake.threads, snakemake.config["precision"])
+    setup_job(snakemake.threads, snakemake.config["precision"])
     predict_eval_set(snakemake.input.model, snakemake.input.index, snakemake.output[0],
                      outdir=Path(snakemake.output[0]).parent, device=snakemake.config["device"])

@@ -2,11 +2,11 @@
 
 from pathlib import Path
 
-from rlseg.pipeline import logged, run_multiclass, setup_threads
+from rlseg.pipeline import logged, run_multiclass, setup_job
 
 snakemake = globals()["snakemake"]
 with logged(snakemake.log[0], f"train multi-class ({snakemake.wildcards.variant})"):
-    setup_threads(snakemake.threads, snakemake.config["precision"])
+    setup_job(snakemake.threads, snakemake.config["precision"])
     run_multiclass(
         pair_files=list(snakemake.input),
         ids=dict(snakemake.params.ids),

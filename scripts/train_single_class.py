@@ -3,12 +3,12 @@ negative stages."""
 
 from pathlib import Path
 
-from rlseg.pipeline import logged, run_single_class, setup_threads
+from rlseg.pipeline import logged, run_single_class, setup_job
 
 snakemake = globals()["snakemake"]
 cls = snakemake.wildcards.cls
 with logged(snakemake.log[0], f"train single-class {cls}"):
-    setup_threads(snakemake.threads, snakemake.config["precision"])
+    setup_job(snakemake.threads, snakemake.config["precision"])
     run_single_class(
         cls,
         manifest=snakemake.input.manifest,

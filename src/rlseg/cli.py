@@ -142,11 +142,10 @@ def _manifest(folder: Path, out: Path, args: argparse.Namespace) -> tuple[Path, 
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from rlseg.pipeline import run_single_class, setup_threads
+    from rlseg.pipeline import run_single_class, setup_job
 
     settings = train_settings(args)
-    if args.threads:
-        setup_threads(args.threads)
+    setup_job(args.threads)
     work = args.out.parent / f"{args.out.stem}.work"
     work.mkdir(parents=True, exist_ok=True)
     manifest, n = _manifest(args.folder, work / "manifest.csv", args)
@@ -223,8 +222,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     from rlseg.inference import load_model
     from rlseg.metrics import ConfusionMatrix, f_measure, jaccard
+    from rlseg.pipeline import setup_job
     from rlseg.runtime import resolve_device
 
+    setup_job()
     dev = resolve_device(args.device)
     model = load_model(args.model, dev)
     files = _inputs(args.inputs)

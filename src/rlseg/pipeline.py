@@ -37,7 +37,7 @@ __all__ = [
     "logged",
     "make_pseudo_gt",
     "run_single_class",
-    "setup_threads",
+    "setup_job",
     "single_class_settings",
 ]
 
@@ -62,13 +62,16 @@ def logged(log_path: str | os.PathLike | None, what: str):
     log.info("%s: done in %.1f s", what, time.time() - t0)
 
 
-def setup_threads(threads: int, precision: str = "auto") -> None:
-    """A job's torch threads and its precision (``rlseg.runtime.set_precision``)."""
-    from rlseg.runtime import set_precision
+def setup_job(threads: int | None = None, precision: str = "auto") -> None:
+    """A job's run-time settings: its torch threads (None: torch's choice), its precision
+    (``rlseg.runtime.set_precision``) and freed memory kept for reuse (``rlseg.runtime.reuse_freed_memory``)."""
+    from rlseg.runtime import reuse_freed_memory, set_precision
 
-    # more threads than CPUs only adds contention (snakemake --cores 8 on a 2-core laptop)
-    torch.set_num_threads(max(1, min(int(threads), len(os.sched_getaffinity(0)))))
+    if threads is not None:
+        # more threads than CPUs only adds contention (snakemake --cores 8 on a 2-core laptop)
+        torch.set_num_threads(max(1, min(int(threads), len(os.sched_getaffinity(0)))))
     set_precision(precision)
+    reuse_freed_memory()
 
 
 def ingest_class(cls: str, images: dict, web: dict, results: str, candidates: str) -> None:
