@@ -15,6 +15,7 @@ from PIL import Image
 
 from rlseg.models import (
     EncoderWeightsUnavailable,
+    ShiftSumConv2d,
     SingleClassUNet,
     build_multiclass,
     build_unet,
@@ -39,6 +40,34 @@ def test_unet_outputs_softmax_at_input_size(arch):
     out = model(torch.rand(2, 3, 64, 96))
     assert out.shape == (2, 2, 64, 96)
     assert torch.allclose(out.sum(1), torch.ones(2, 64, 96), atol=1e-5)
+
+
+@pytest.mark.parametrize(("cin", "cout", "h", "w", "bias"), [(16, 2, 32, 48, True), (3, 5, 7, 1, False),
+                                                         (1, 1, 1, 1, True), (8, 2, 2, 9, True)])
+def test_shift_sum_convolution_is_a_3x3_convolution(cin, cout, h, w, bias):
+    torch.manual_seed(0)
+    fast = ShiftSumConv2d(cin, cout, bias=bias).double()
+    conv = torch.nn.Conv2d(cin, cout, 3, padding=1, bias=bias).double()
+    conv.load_state_dict(fast.state_dict())  # the same parameters, under the same names
+    x = torch.randn(3, cin, h, w, dtype=torch.float64, requires_grad=True)
+    grad = torch.randn(3, cout, h, w, dtype=torch.float64)
+    outs = []
+    for layer in (fast, conv):
+        y = layer(x)
+        params = [x, *layer.parameters()]
+        outs.append([y, *torch.autograd.grad(y, params, grad)])
+    for a, b in zip(*outs, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+def test_shift_sum_convolution_takes_the_standard_one_for_channels_last():
+    fast = ShiftSumConv2d(4, 2)
+    x = torch.randn(2, 4, 8, 8).contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(fast(x), torch.nn.functional.conv2d(x, fast.weight, fast.bias, padding=1))
+
+
+def test_the_unet_head_is_the_shift_sum_convolution():
+    assert isinstance(build_unet({}, pretrained=False).decoder.head, ShiftSumConv2d)
 
 
 def test_light_decoder_is_lighter_than_smp():

@@ -3,12 +3,13 @@
 Every network here takes RGB images in 0-1 and normalises them itself with its encoder's statistics, so
 data code never needs to know which encoder is in use. Modules: ``encoders`` (how encoders are built; which exist
 and which settings combine is ``rlseg.architectures``), ``lite0`` (the packaged EfficientNet-Lite0 weights),
-``unet``, ``deeplab``.
+``layers`` (faster CPU forms of standard layers), ``unet``, ``deeplab``.
 """
 
 from rlseg.architectures import ALL_BLOCKS_ENCODERS, OFFLINE_ENCODER
 from rlseg.models.deeplab import MultiClassNet, build_multiclass
 from rlseg.models.encoders import encoder_stats
+from rlseg.models.layers import ShiftSumConv2d
 from rlseg.models.lite0 import load_lite0_imagenet
 from rlseg.models.unet import LIGHT_DECODER_CONVS, LightUnetDecoder, SingleClassUNet, build_unet
 from rlseg.runtime import EncoderWeightsUnavailable
@@ -20,6 +21,7 @@ __all__ = [
     "LIGHT_DECODER_CONVS",
     "LightUnetDecoder",
     "MultiClassNet",
+    "ShiftSumConv2d",
     "SingleClassUNet",
     "build_multiclass",
     "build_unet",

@@ -15,6 +15,7 @@ from rlseg.models.encoders import (
     encoder_stats,
     smp_encoder,
 )
+from rlseg.models.layers import ShiftSumConv2d
 
 # one 3x3 conv after the skip concatenations at strides 4 and 2 only: on ECSSD it lifts reg from 0.67-0.71 to 0.75
 # where convolutions at the coarse strides sink it (docs/single_class_study.md)
@@ -60,7 +61,7 @@ class LightUnetDecoder(nn.Module):
             self.mix.append(nn.Sequential(*[_conv_block(cin if i == 0 else cout, cout) for i in range(n)]))
             cin = cout if n else cin
         self.last = _up_block(cin, channels[-1])
-        self.head = nn.Conv2d(channels[-1], classes, 3, padding=1)
+        self.head = ShiftSumConv2d(channels[-1], classes)
 
     def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
         x = features[-1]
@@ -168,7 +169,7 @@ class _SmpDecoder(nn.Module):
     def __init__(self, decoder: nn.Module, channels: int) -> None:
         super().__init__()
         self.decoder = decoder
-        self.head = nn.Conv2d(channels, 2, 3, padding=1)
+        self.head = ShiftSumConv2d(channels, 2)
 
     def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
         return self.head(self.decoder(list(features)))
