@@ -57,35 +57,86 @@ def _normalise(image: torch.Tensor) -> torch.Tensor:
     return (image - mean) / std
 
 
+# the exponent of Eq. 2 is floored here: exp() of a float32 below about -87 has no normal result, and the CPU's
+# vectorised exp takes a slow path there (10x for a whole map); a weight of e^-87 ~ 1.6e-38 is zero to the loss
+_MIN_EXPONENT = -87.0
+
+# neighbour directions: (row offset, column offset, factor) with q = p + offset
+_FOUR = [(1, 0, 1.0), (0, 1, 1.0)]  # vertical, horizontal pairs
+_DIAGONALS = [(1, 1, 1.0 / math.sqrt(2.0)), (1, -1, 1.0 / math.sqrt(2.0))]
+
+
+def _pair_slices(dr: int, dc: int) -> tuple[slice, slice, slice, slice]:
+    """(rows of p, cols of p, rows of q, cols of q) of the pairs q = p + (dr, dc), dr in {0, 1}, dc in {-1, 0, 1}."""
+    full = slice(None)
+    rp, rq = (slice(None, -1), slice(1, None)) if dr else (full, full)
+    cp, cq = {1: (slice(None, -1), slice(1, None)), -1: (slice(1, None), slice(None, -1)), 0: (full, full)}[dc]
+    return rp, cp, rq, cq
+
+
 def edge_weights(
     image: torch.Tensor, sigma: float, diagonal: bool = False
 ) -> list[tuple[torch.Tensor, slice, slice, slice, slice, float]]:
     """Eq. 2 weights ``w_pq = exp(-||C_p - C_q||^2 / 2 sigma^2)`` for each neighbour direction.
 
     ``C`` is the image normalised with the ImageNet mean and std, as in the reference implementation, so
-    sigma = 0.15 is about 0.034 on a 0-1 colour scale.
+    sigma = 0.15 is about 0.034 on a 0-1 colour scale. The weights are constants of the loss (no gradient flows
+    to the image).
 
     Returns:
         One entry per direction: (weights [B, H', W'], rows of p, cols of p, rows of q, cols of q, factor),
         where factor is 1 for the 4-neighbours and 1/sqrt(2) for diagonals.
     """
-    c = _normalise(image)
-    full = slice(None)
-    dirs = [
-        (slice(None, -1), full, slice(1, None), full, 1.0),  # vertical pairs
-        (full, slice(None, -1), full, slice(1, None), 1.0),  # horizontal pairs
-    ]
-    if diagonal:
-        d = 1.0 / math.sqrt(2.0)
-        dirs += [
-            (slice(None, -1), slice(None, -1), slice(1, None), slice(1, None), d),
-            (slice(None, -1), slice(1, None), slice(1, None), slice(None, -1), d),
-        ]
     out = []
-    for rp, cp, rq, cq, factor in dirs:
-        diff = (c[:, :, rp, cp] - c[:, :, rq, cq]).pow(2).sum(1)
-        out.append((torch.exp(-diff / (2.0 * sigma**2)), rp, cp, rq, cq, factor))
+    with torch.no_grad():
+        # C_p - C_q = (I_p - I_q) / std: the mean cancels; the 1 / (sqrt(2) sigma) of the exponent is folded in
+        std = image.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
+        scaled = image / (std * (math.sqrt(2.0) * sigma))
+        for dr, dc, factor in _FOUR + (_DIAGONALS if diagonal else []):
+            rp, cp, rq, cq = _pair_slices(dr, dc)
+            diff = scaled[:, :, rp, cp] - scaled[:, :, rq, cq]
+            w = diff.square_().sum(1).neg_().clamp_(min=_MIN_EXPONENT).exp_()
+            out.append((w, rp, cp, rq, cq, factor))
     return out
+
+
+class _WeightedAbsDifferences(torch.autograd.Function):
+    """``sum_d coef_d * mean over the pairs of direction d of w_pq |x_p - x_q|`` for object maps x [B, H, W].
+
+    One backward writes every direction's gradient into one map, where autograd's slicing would allocate and
+    add a map per slice."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, directions: list[tuple[slice, slice, slice, slice, float]],
+                *weights: torch.Tensor) -> torch.Tensor:
+        total = x.new_zeros(())
+        diffs = []
+        for (rp, cp, rq, cq, coef), w in zip(directions, weights, strict=True):
+            d = x[:, rp, cp] - x[:, rq, cq]
+            total += torch.dot(w.reshape(-1), d.abs().reshape(-1)) * (coef / d.numel())
+            diffs.append(d)
+        ctx.directions = directions
+        ctx.save_for_backward(*diffs, *weights)
+        ctx.shape = x.shape
+        return total
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        n = len(ctx.directions)
+        diffs, weights = ctx.saved_tensors[:n], ctx.saved_tensors[n:]
+        grad_x = grad.new_zeros(ctx.shape)
+        for (rp, cp, rq, cq, coef), d, w in zip(ctx.directions, diffs, weights, strict=True):
+            g = torch.sign(d).mul_(w).mul_(grad * (coef / d.numel()))
+            grad_x[:, rp, cp] += g
+            grad_x[:, rq, cq] -= g
+        return (grad_x, None, *([None] * n))
+
+
+def _sparse_crf(x: torch.Tensor, image: torch.Tensor, sigma: float, diagonal: bool) -> torch.Tensor:
+    edges = edge_weights(image, sigma, diagonal=diagonal)
+    # each group of two directions (4-neighbours, diagonals) is averaged, then the groups are added
+    directions = [(rp, cp, rq, cq, f / 2.0) for _, rp, cp, rq, cq, f in edges]
+    return _WeightedAbsDifferences.apply(x, directions, *(e[0] for e in edges))
 
 
 def sparse_crf_loss(
@@ -103,19 +154,15 @@ def sparse_crf_loss(
         sigma: edge sensitivity of Eq. 2 (in normalised units).
         diagonal: also use the diagonal neighbours (8-connectivity).
     """
-    x = probs[:, 1]
-    terms = [
-        (w * (x[:, rp, cp] - x[:, rq, cq]).abs()).mean() * f
-        for w, rp, cp, rq, cq, f in edge_weights(image, sigma, diagonal=False)
-    ]
-    loss = (terms[0] + terms[1]) / 2.0
-    if diagonal:
-        diag = [
-            (w * (x[:, rp, cp] - x[:, rq, cq]).abs()).mean() * f
-            for w, rp, cp, rq, cq, f in edge_weights(image, sigma, diagonal=True)[2:]
-        ]
-        loss = loss + (diag[0] + diag[1]) / 2.0
-    return loss
+    return _sparse_crf(probs[:, 1], image, sigma, diagonal)
+
+
+def _volumetric(x: torch.Tensor, target: float, minimum: float, lambda_s: float, small_reduction: str
+                ) -> torch.Tensor:
+    fractions = x.mean(dim=(1, 2))
+    small = (torch.clamp(fractions, max=minimum) - minimum).pow(2)
+    small = small.sum() if small_reduction == "sum" else small.mean()
+    return (fractions.mean() - target).pow(2) + lambda_s * small
 
 
 def volumetric_loss(
@@ -130,40 +177,76 @@ def volumetric_loss(
     The small-object term is [x_i < minimum] (x_i - minimum)^2, averaged over the images of the batch as in
     the reference (``small_reduction="mean"``) or summed as printed in the paper (``"sum"``).
     """
-    fractions = probs[:, 1].mean(dim=(1, 2))
-    small = (torch.clamp(fractions, max=minimum) - minimum).pow(2)
-    small = small.sum() if small_reduction == "sum" else small.mean()
-    return (fractions.mean() - target).pow(2) + lambda_s * small
+    return _volumetric(probs[:, 1], target, minimum, lambda_s, small_reduction)
+
+
+class _RegionMeans(torch.autograd.Function):
+    """The means of x [B, H, W] over rectangular regions (slices of rows and columns, every image of the batch),
+    with one gradient map for all of them."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, regions: list[tuple[slice, slice]]) -> torch.Tensor:
+        ctx.regions, ctx.shape = regions, x.shape
+        ctx.counts = [x[:, r, c].numel() for r, c in regions]
+        return torch.stack([x[:, r, c].mean() for r, c in regions])
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        grad_x = grad.new_zeros(ctx.shape)
+        for (r, c), n, g in zip(ctx.regions, ctx.counts, grad, strict=True):
+            grad_x[:, r, c] += g / n
+        return grad_x, None
+
+
+def _centre_box(h: int, w: int, center_half: int | None, center_size: int) -> tuple[slice, slice]:
+    if center_half is not None:
+        ch, cw = h // 2, w // 2
+        return slice(ch - center_half, ch + center_half), slice(cw - center_half, cw + center_half)
+    r0, c0 = (h - center_size) // 2, (w - center_size) // 2
+    return slice(r0, r0 + center_size), slice(c0, c0 + center_size)
+
+
+def _sides(b: int) -> list[tuple[slice, slice]]:
+    full = slice(None)
+    return [(slice(None, b), full), (slice(-b, None), full), (full, slice(None, b)), (full, slice(-b, None))]
+
+
+def _border(x: torch.Tensor, border_width: int, border_mode: str) -> torch.Tensor:
+    b = border_width
+    if border_mode == "sides":
+        return _RegionMeans.apply(x, _sides(b)).pow(2).mean()
+    if border_mode == "band":
+        band = torch.ones_like(x[0], dtype=torch.bool)
+        band[b:-b, b:-b] = False
+        return x[:, band].mean().pow(2)
+    raise ValueError(f"border_mode must be 'sides' or 'band', not {border_mode!r}")
+
+
+def _centre(x: torch.Tensor, center_half: int | None, center_size: int) -> torch.Tensor:
+    box = _centre_box(*x.shape[-2:], center_half, center_size)
+    return (_RegionMeans.apply(x, [box])[0] - 1.0).pow(2)
+
+
+def _positional(x: torch.Tensor, border_width: int, center_half: int | None, center_size: int,
+                border_mode: str) -> torch.Tensor:
+    if border_mode != "sides":
+        return _border(x, border_width, border_mode) + _centre(x, center_half, center_size)
+    # the four sides and the centre box in one pass of the gradient
+    means = _RegionMeans.apply(x, [*_sides(border_width), _centre_box(*x.shape[-2:], center_half, center_size)])
+    return means[:4].pow(2).mean() + (means[4] - 1.0).pow(2)
 
 
 def centre_loss(probs: torch.Tensor, center_half: int | None = 2, center_size: int = 3) -> torch.Tensor:
     """Eq. 5's centre term: (mean object probability on the centre box - 1)^2. The reference's box spans the
     middle +- ``center_half`` pixels (4x4 for 2); with ``center_half=None`` it is ``center_size`` pixels centred
     (the paper's c = 3)."""
-    x = probs[:, 1]
-    h, w = x.shape[-2:]
-    if center_half is not None:
-        ch, cw = h // 2, w // 2
-        box = x[:, ch - center_half : ch + center_half, cw - center_half : cw + center_half]
-    else:
-        r0, c0 = (h - center_size) // 2, (w - center_size) // 2
-        box = x[:, r0 : r0 + center_size, c0 : c0 + center_size]
-    return (box.mean() - 1.0).pow(2)
+    return _centre(probs[:, 1], center_half, center_size)
 
 
 def border_loss(probs: torch.Tensor, border_width: int = 3, border_mode: str = "sides") -> torch.Tensor:
     """Eq. 5's border term (width ``border_width``): ``"sides"`` (reference) averages (mean object probability on
     a side)^2 over the four sides; ``"band"`` (printed) squares the mean over the whole band."""
-    x = probs[:, 1]
-    b = border_width
-    if border_mode == "sides":
-        sides = [x[:, :b, :], x[:, -b:, :], x[:, :, :b], x[:, :, -b:]]
-        return sum(s.mean().pow(2) for s in sides) / 4.0
-    if border_mode == "band":
-        band = torch.ones_like(x[0], dtype=torch.bool)
-        band[b:-b, b:-b] = False
-        return x[:, band].mean().pow(2)
-    raise ValueError(f"border_mode must be 'sides' or 'band', not {border_mode!r}")
+    return _border(probs[:, 1], border_width, border_mode)
 
 
 def positional_loss(
@@ -175,7 +258,12 @@ def positional_loss(
 ) -> torch.Tensor:
     """Positional loss, Eq. 5: the border pushed to background (:func:`border_loss`), the centre box to the object
     (:func:`centre_loss`)."""
-    return border_loss(probs, border_width, border_mode) + centre_loss(probs, center_half, center_size)
+    return _positional(probs[:, 1], border_width, center_half, center_size, border_mode)
+
+
+def _negative(x: torch.Tensor, printed: bool) -> torch.Tensor:
+    m = x.mean()
+    return (m - 1.0).pow(2) if printed else m.pow(2)
 
 
 def negative_loss(probs: torch.Tensor, printed: bool = False) -> torch.Tensor:
@@ -185,8 +273,7 @@ def negative_loss(probs: torch.Tensor, printed: bool = False) -> torch.Tensor:
     ``printed=True`` evaluates Eq. 7 literally on the object channel, (mean - 1)^2; it is kept for
     fidelity studies only, since read that way it pulls negatives towards the object.
     """
-    m = probs[:, 1].mean()
-    return (m - 1.0).pow(2) if printed else m.pow(2)
+    return _negative(probs[:, 1], printed)
 
 
 def gt_loss(probs: torch.Tensor, masks: torch.Tensor, ignore_index: int = 255) -> torch.Tensor:
@@ -285,35 +372,34 @@ class RegularizedLoss:
     ) -> tuple[torch.Tensor, dict[str, float]]:
         w = self.weights
         terms: dict[str, torch.Tensor] = {}
+        x = probs[:, 1]  # every term reads the object channel: sliced once, so its gradient is one map
         pos_mask = None if is_negative is None else ~is_negative
-        p, im = probs, image
+        xp, im = x, image
         if pos_mask is not None and not bool(pos_mask.all()):
-            p, im = probs[pos_mask], image[pos_mask]
+            xp, im = x[pos_mask], image[pos_mask]
         total = probs.new_zeros(())
         has_neg = is_negative is not None and bool(is_negative.any())
-        if p.shape[0] > 0:
-            terms["sparse_crf"] = sparse_crf_loss(p, im, w.sigma, diagonal=self.diagonal)
-            terms["volumetric"] = volumetric_loss(
-                p, self.vol_target, self.vol_minimum, self.lambda_s, self.small_reduction
-            )
+        if xp.shape[0] > 0:
+            terms["sparse_crf"] = _sparse_crf(xp, im, w.sigma, self.diagonal)
+            terms["volumetric"] = _volumetric(xp, self.vol_target, self.vol_minimum, self.lambda_s,
+                                              self.small_reduction)
             total = total + w.reg * terms["sparse_crf"] + w.vol * terms["volumetric"]
+        x_neg = x[is_negative] if has_neg else None
         # the negatives' (mean object probability)^2: Eq. 7 as the reference computes it, computed once
-        neg_squared = negative_loss(probs[is_negative]) if has_neg else None
+        neg_squared = _negative(x_neg, printed=False) if has_neg else None
         if self.negatives_in_positional and has_neg:
             # the reference: the border over the whole batch; the centre over the positives, plus the negatives'
             # mean object probability squared
-            positional = border_loss(probs, self.border_width, self.border_mode) + neg_squared
-            if p.shape[0] > 0:
-                positional = positional + centre_loss(p, self.center_half, self.center_size)
+            positional = _border(x, self.border_width, self.border_mode) + neg_squared
+            if xp.shape[0] > 0:
+                positional = positional + _centre(xp, self.center_half, self.center_size)
             terms["positional"] = positional
             total = total + w.pos * positional
-        elif p.shape[0] > 0:
-            terms["positional"] = positional_loss(
-                p, self.border_width, self.center_half, self.center_size, self.border_mode
-            )
+        elif xp.shape[0] > 0:
+            terms["positional"] = _positional(xp, self.border_width, self.center_half, self.center_size,
+                                              self.border_mode)
             total = total + w.pos * terms["positional"]
         if has_neg:
-            terms["negative"] = (negative_loss(probs[is_negative], printed=True) if self.negative_printed
-                                 else neg_squared)
+            terms["negative"] = _negative(x_neg, printed=True) if self.negative_printed else neg_squared
             total = total + w.neg * terms["negative"]
         return total, {k: float(v.detach()) for k, v in terms.items()}
