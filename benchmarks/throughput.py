@@ -1,8 +1,9 @@
 """Single-class training throughput: the pipeline's loop against a naive baseline of the reference's, in one run.
 
 Baseline (the reference's loop as SingleClassRL trains): a DataLoader whose dataset decodes and resizes every image
-from its file at every step, the whole network (frozen encoder included) run on every batch, each loss computed twice
-per batch (once for backward, once for the log), and a new Adam at every annealing epoch. Ours: ``rlseg.train.fit``
+from its file at every step, the whole network (frozen encoder included, PyTorch's own layers) run on every batch,
+each loss computed twice per batch (once for backward, once for the log), and a new Adam at every annealing epoch.
+The loss code is the pipeline's in both loops. Ours: ``rlseg.train.fit``
 as the workflow runs it (images decoded once per resolution, the frozen encoder's features cached, one loss, a
 checkpoint per epoch, the job's run-time set-up ``rlseg.pipeline.setup_job``). Same network (the pipeline's
 default), same images, batch 16, same threads, same run; each loop trains in a fresh process of its own, so that
@@ -38,7 +39,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from rlseg.data import load_binary_masks, load_images, resized_tensor, to_float
 from rlseg.imageio import load_image
 from rlseg.metrics import ConfusionMatrix, f_measure
-from rlseg.models import SingleClassUNet, build_unet
+from rlseg.models import ShiftSumConv2d, SingleClassUNet, build_unet
 from rlseg.pipeline import setup_job
 from rlseg.synthetic import SHAPES, render_image
 from rlseg.train import EpochPlan, SingleClassConfig, fit, predict, stage_plans
@@ -84,10 +85,24 @@ def use_layout(model: SingleClassUNet, memory_format: torch.memory_format) -> Si
     return model.to(memory_format=memory_format)
 
 
+def standard_layers(model: SingleClassUNet) -> SingleClassUNet:
+    """The model with PyTorch's own layers, as the reference writes its network: the head's shift-sum convolution
+    back to ``nn.Conv2d`` (same weights)."""
+    for module in list(model.modules()):
+        for name, child in list(module.named_children()):
+            if isinstance(child, ShiftSumConv2d):
+                conv = torch.nn.Conv2d(child.in_channels, child.out_channels, 3, padding=1,
+                                       bias=child.bias is not None)
+                conv.load_state_dict(child.state_dict())
+                setattr(module, name, conv)
+    return model
+
+
 def baseline_fit(model: SingleClassUNet, paths: list[Path], size: int, cfg: SingleClassConfig,
                  plans: list[EpochPlan], workers: int) -> list[float]:
     """Train as the reference's loop does; returns the seconds of each epoch."""
     use_layout(model, torch.contiguous_format)  # the reference's tensors: PyTorch's default layout
+    standard_layers(model)
     loader = torch.utils.data.DataLoader(FileImages(paths, size, cfg.flip, cfg.seed), batch_size=cfg.batch_size,
                                          shuffle=True, num_workers=workers,
                                          generator=torch.Generator().manual_seed(cfg.seed))
