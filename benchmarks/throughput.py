@@ -16,7 +16,8 @@ them), the speed-up, the FLOPs of one training image and the fraction of the mat
 ``--quality``, both loops train on ECSSD's train fold through the same schedule and their test F-measures follow.
 
     python benchmarks/throughput.py [--data ../shared/data] [--images 160] [--epochs 6] [--baseline-epochs 2]
-        [--resolutions 128 256] [--threads 2] [--channels-last] [--quality] [--quality-images 200]
+        [--resolutions 128 256] [--threads 2] [--channels-last] [--precision bf16] [--decoder-channels ...]
+        [--quality] [--quality-images 200]
         [--quality-epochs 15 20] [--quality-seeds 0 1]
 """
 
@@ -174,10 +175,10 @@ def train_baseline(paths: list[Path], size: int, cfg: SingleClassConfig, epochs:
     return seconds, model.state_dict()
 
 
-def train_ours(paths: list[Path], size: int, cfg: SingleClassConfig, epochs: int, channels_last: bool
-               ) -> tuple[list[float], float, dict]:
+def train_ours(paths: list[Path], size: int, cfg: SingleClassConfig, epochs: int, channels_last: bool,
+               precision: str = "fp32") -> tuple[list[float], float, dict]:
     """Our epoch seconds, the seconds decoding took and the final weights, trained as the workflow's job does."""
-    setup_job(torch.get_num_threads())
+    setup_job(torch.get_num_threads(), precision)
     torch.manual_seed(cfg.seed)
     model = build_unet(cfg.arch)
     if channels_last:
@@ -193,24 +194,26 @@ def train_ours(paths: list[Path], size: int, cfg: SingleClassConfig, epochs: int
 
 
 def speed(paths: list[Path], size: int, epochs: int, baseline_epochs: int, workers: int, peak: float,
-          channels_last: bool) -> None:
+          channels_last: bool, precision: str, decoder_channels: list[int] | None) -> None:
     cfg = SingleClassConfig(resolutions=[size])
+    ours_cfg = SingleClassConfig(resolutions=[size], decoder_channels=decoder_channels or cfg.decoder_channels)
     n = len(paths)
     base_s, _ = in_fresh_process(train_baseline, paths, size, cfg, baseline_epochs, workers)
     base_ips = n * len(base_s) / sum(base_s)
-    ours_s, decode_s, _ = in_fresh_process(train_ours, paths, size, cfg, epochs, channels_last)
+    ours_s, decode_s, _ = in_fresh_process(train_ours, paths, size, ours_cfg, epochs, channels_last, precision)
     steady = float(np.median(ours_s[WARM_EPOCHS:])) if len(ours_s) > WARM_EPOCHS else ours_s[-1]
     schedule_s = decode_s + sum(ours_s[:WARM_EPOCHS]) + (PAPER_EPOCHS - WARM_EPOCHS) * steady
     ours = {"measured": n * len(ours_s) / (decode_s + sum(ours_s)), "steady": n / steady,
             "schedule": n * PAPER_EPOCHS / schedule_s}
-    where = {"px": size, "images": n, "threads": torch.get_num_threads(), "ours_channels_last": channels_last}
+    where = {"px": size, "images": n, "threads": torch.get_num_threads(), "ours_channels_last": channels_last,
+             "ours_precision": precision, "ours_decoder_channels": list(ours_cfg.decoder_channels)}
     emit("baseline_images_per_s", base_ips, epochs=len(base_s), **where)
     for k, v in ours.items():
         emit(f"ours_images_per_s_{k}", v, epochs=len(ours_s), decode_s=round(decode_s, 2), **where)
     emit("speedup_schedule", ours["schedule"] / base_ips, target=5, **where)
     emit("speedup_steady", ours["steady"] / base_ips, **where)
-    model = build_unet(cfg.arch)
-    flops_ours, flops_base = step_flops(model, cfg, size, cached=True), step_flops(model, cfg, size, cached=False)
+    flops_ours = step_flops(build_unet(ours_cfg.arch), ours_cfg, size, cached=True)
+    flops_base = step_flops(build_unet(cfg.arch), cfg, size, cached=False)
     emit("flops_per_image_ours", flops_ours, **where)
     emit("flops_per_image_baseline", flops_base, **where)
     emit("flops_fraction_ours_steady", flops_ours * ours["steady"] / peak, target=0.3, **where)
@@ -264,6 +267,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--baseline-workers", type=int, default=0, help="the baseline DataLoader's worker processes")
     ap.add_argument("--channels-last", action="store_true", help="our loop with channels-last convolutions")
+    ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="our loop's precision")
+    ap.add_argument("--decoder-channels", type=int, nargs=5, default=None, help="our loop's decoder (default: the "
+                    "pipeline's)")
     ap.add_argument("--quality", action="store_true")
     ap.add_argument("--quality-images", type=int, default=200)
     ap.add_argument("--quality-epochs", type=int, nargs=2, default=[15, 20], metavar=("ANNEAL", "NORMAL"))
@@ -274,7 +280,8 @@ def main() -> None:
     emit("matmul_flops_fp32", peak, threads=args.threads)
     paths = image_paths(args.data, args.images)
     for size in args.resolutions:
-        speed(paths, size, args.epochs, args.baseline_epochs, args.baseline_workers, peak, args.channels_last)
+        speed(paths, size, args.epochs, args.baseline_epochs, args.baseline_workers, peak, args.channels_last,
+              args.precision, args.decoder_channels)
     if args.quality:
         quality(args.data, args.quality_images, tuple(args.quality_epochs), args.baseline_workers, args.channels_last,
                 args.quality_seeds)
