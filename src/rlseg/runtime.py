@@ -4,7 +4,6 @@ settings and the error a diverging loss raises."""
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
 
 import torch
@@ -66,13 +65,10 @@ def reuse_freed_memory() -> bool:
     resident memory then stays at its peak, which its job has to fit anyway. Results do not change. Returns whether
     it was applied (not on a C library without ``mallopt``, such as macOS's).
     """
-    name = ctypes.util.find_library("c")
     try:
-        libc = ctypes.CDLL(name) if name else None
-        mallopt = libc.mallopt if libc is not None else None
-    except (OSError, AttributeError):
-        mallopt = None
-    if mallopt is None:
+        # the process's own symbols: the C library it runs on, without find_library's ldconfig subprocess
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError, TypeError):
         return False
     applied = bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
     log.debug("freed memory kept in the heap: %s", applied)
