@@ -30,6 +30,7 @@ import random
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -165,13 +166,28 @@ def in_fresh_process(fn, *args):
         return pool.submit(fn, *args).result()
 
 
+def first_epochs(cfg: SingleClassConfig, epochs: int) -> list[EpochPlan]:
+    """The first ``epochs`` of the schedule: annealing, then the normal stage."""
+    return (stage_plans(cfg, "anneal") + stage_plans(cfg, "normal"))[:epochs]
+
+
+def ours_config(cfg: SingleClassConfig, decoder_channels: list[int] | None) -> SingleClassConfig:
+    """Our loop's settings: the baseline's, with another decoder where asked."""
+    return replace(cfg, decoder_channels=decoder_channels) if decoder_channels else cfg
+
+
+def variant_fields(channels_last: bool, precision: str, ours_cfg: SingleClassConfig) -> dict:
+    """What our loop ran with, for each figure's JSON line."""
+    return {"ours_channels_last": channels_last, "ours_precision": precision,
+            "ours_decoder_channels": list(ours_cfg.decoder_channels)}
+
+
 def train_baseline(paths: list[Path], size: int, cfg: SingleClassConfig, epochs: int, workers: int
                    ) -> tuple[list[float], dict]:
     """The baseline's epoch seconds and final weights, trained from the seed as the reference does."""
     torch.manual_seed(cfg.seed)
     model = build_unet(cfg.arch)
-    plans = (stage_plans(cfg, "anneal") + stage_plans(cfg, "normal"))[:epochs]
-    seconds = baseline_fit(model, paths, size, cfg, plans, workers)
+    seconds = baseline_fit(model, paths, size, cfg, first_epochs(cfg, epochs), workers)
     return seconds, model.state_dict()
 
 
@@ -183,12 +199,11 @@ def train_ours(paths: list[Path], size: int, cfg: SingleClassConfig, epochs: int
     model = build_unet(cfg.arch)
     if channels_last:
         use_layout(model, torch.channels_last)
-    plans = (stage_plans(cfg, "anneal") + stage_plans(cfg, "normal"))[:epochs]
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         images = load_images(paths, size)
         decode_s = time.perf_counter() - t0
-        rows = fit(model, images, plans, cfg, Path(tmp) / "ckpt.pt", {"size": size},
+        rows = fit(model, images, first_epochs(cfg, epochs), cfg, Path(tmp) / "ckpt.pt", {"size": size},
                    device=torch.device("cpu"), on_epoch=None)
     return [r["seconds"] for r in rows], decode_s, model.state_dict()
 
@@ -196,7 +211,7 @@ def train_ours(paths: list[Path], size: int, cfg: SingleClassConfig, epochs: int
 def speed(paths: list[Path], size: int, epochs: int, baseline_epochs: int, workers: int, peak: float,
           channels_last: bool, precision: str, decoder_channels: list[int] | None) -> None:
     cfg = SingleClassConfig(resolutions=[size])
-    ours_cfg = SingleClassConfig(resolutions=[size], decoder_channels=decoder_channels or cfg.decoder_channels)
+    ours_cfg = ours_config(cfg, decoder_channels)
     n = len(paths)
     base_s, _ = in_fresh_process(train_baseline, paths, size, cfg, baseline_epochs, workers)
     base_ips = n * len(base_s) / sum(base_s)
@@ -205,8 +220,8 @@ def speed(paths: list[Path], size: int, epochs: int, baseline_epochs: int, worke
     schedule_s = decode_s + sum(ours_s[:WARM_EPOCHS]) + (PAPER_EPOCHS - WARM_EPOCHS) * steady
     ours = {"measured": n * len(ours_s) / (decode_s + sum(ours_s)), "steady": n / steady,
             "schedule": n * PAPER_EPOCHS / schedule_s}
-    where = {"px": size, "images": n, "threads": torch.get_num_threads(), "ours_channels_last": channels_last,
-             "ours_precision": precision, "ours_decoder_channels": list(ours_cfg.decoder_channels)}
+    where = {"px": size, "images": n, "threads": torch.get_num_threads(),
+             **variant_fields(channels_last, precision, ours_cfg)}
     emit("baseline_images_per_s", base_ips, epochs=len(base_s), **where)
     for k, v in ours.items():
         emit(f"ours_images_per_s_{k}", v, epochs=len(ours_s), decode_s=round(decode_s, 2), **where)
@@ -220,8 +235,8 @@ def speed(paths: list[Path], size: int, epochs: int, baseline_epochs: int, worke
     emit("flops_fraction_baseline", flops_base * base_ips / peak, **where)
 
 
-def quality(data: Path, n: int, epochs: tuple[int, int], workers: int, channels_last: bool,
-            seeds: list[int]) -> None:
+def quality(data: Path, n: int, epochs: tuple[int, int], workers: int, channels_last: bool, precision: str,
+            decoder_channels: list[int] | None, seeds: list[int]) -> None:
     """ECSSD test F-measure (0701-1000, beta^2 = 0.3, pooled, 128 px) of both loops after the same schedule, per
     seed and their mean."""
     train = image_paths(data, n)
@@ -232,29 +247,33 @@ def quality(data: Path, n: int, epochs: tuple[int, int], workers: int, channels_
     test_x = load_images(test, 128)
     test_m = load_binary_masks([data / "ecssd" / "masks" / f"{p.stem}.png" for p in test], 128)
 
-    def score(state: dict) -> float:
-        model = build_unet(SingleClassConfig().arch, pretrained=False)
+    def score(state: dict, cfg: SingleClassConfig) -> float:
+        model = build_unet(cfg.arch, pretrained=False)
         model.load_state_dict(state)
         cm = ConfusionMatrix(2)
         cm.update(test_m, (predict(model, test_x, device=torch.device("cpu")) > 0.5).to(torch.uint8))
         return f_measure(cm.matrix)
 
     results: dict[str, list[float]] = {"baseline": [], "ours": []}
+    variant = variant_fields(channels_last, precision, ours_config(SingleClassConfig(), decoder_channels))
     for seed in seeds:
         cfg = SingleClassConfig(resolutions=[128], anneal_epochs=epochs[0], normal_epochs=epochs[1], seed=seed)
+        ours_cfg = ours_config(cfg, decoder_channels)
         for name in results:
             t0 = time.perf_counter()
             if name == "baseline":
                 _, state = in_fresh_process(train_baseline, train, 128, cfg, sum(epochs), workers)
+                results[name].append(score(state, cfg))
             else:
-                *_, state = in_fresh_process(train_ours, train, 128, cfg, sum(epochs), channels_last)
-            results[name].append(score(state))
+                *_, state = in_fresh_process(train_ours, train, 128, ours_cfg, sum(epochs), channels_last, precision)
+                results[name].append(score(state, ours_cfg))
             emit(f"ecssd_test_f_{name}", results[name][-1], train_images=n, epochs=list(epochs), seed=seed,
-                 seconds=round(time.perf_counter() - t0, 1))
+                 seconds=round(time.perf_counter() - t0, 1), **variant)
     means = {k: float(np.mean(v)) for k, v in results.items()}
     for name, mean in means.items():
-        emit(f"ecssd_test_f_{name}_mean", mean, seeds=seeds, spread=round(max(results[name]) - min(results[name]), 4))
-    emit("ecssd_test_f_difference", means["ours"] - means["baseline"], seeds=seeds, target="within 0.01")
+        emit(f"ecssd_test_f_{name}_mean", mean, seeds=seeds, spread=round(max(results[name]) - min(results[name]), 4),
+             **variant)
+    emit("ecssd_test_f_difference", means["ours"] - means["baseline"], seeds=seeds, target="within 0.01", **variant)
 
 
 def main() -> None:
@@ -284,7 +303,7 @@ def main() -> None:
               args.precision, args.decoder_channels)
     if args.quality:
         quality(args.data, args.quality_images, tuple(args.quality_epochs), args.baseline_workers, args.channels_last,
-                args.quality_seeds)
+                args.precision, args.decoder_channels, args.quality_seeds)
 
 
 if __name__ == "__main__":
