@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from PIL import Image
 
 __all__ = ["atomic_path", "save_png", "save_torch", "write_csv", "write_text"]
@@ -44,6 +43,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 def save_torch(obj: Any, path: str | os.PathLike) -> None:
     """``torch.save`` atomically."""
+    import torch
+
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
 

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["ConfusionMatrix", "f_measure", "iou_per_class", "jaccard", "mean_iou", "per_image_f_measure"]
 
@@ -19,8 +23,7 @@ class ConfusionMatrix:
         self.matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
 
     def update(self, truth: np.ndarray | torch.Tensor, pred: np.ndarray | torch.Tensor) -> None:
-        truth = np.asarray(truth.cpu() if isinstance(truth, torch.Tensor) else truth).astype(np.int64).ravel()
-        pred = np.asarray(pred.cpu() if isinstance(pred, torch.Tensor) else pred).astype(np.int64).ravel()
+        truth, pred = (np.asarray(a.cpu() if hasattr(a, "cpu") else a).astype(np.int64).ravel() for a in (truth, pred))
         if truth.shape != pred.shape:
             raise ValueError(f"truth has {truth.size} pixels, prediction {pred.size}")
         keep = (truth >= 0) & (truth < self.num_classes)
