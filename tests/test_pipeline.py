@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from conftest import SMOKE_GROUP
 from PIL import Image
 from snakemake_helpers import REPO, SMOKE, recomputed_scores, rows, snakemake
 
@@ -19,6 +20,7 @@ from rlseg.models import build_unet
 from rlseg.pipeline import single_class_settings
 
 
+@SMOKE_GROUP
 def test_every_stage_writes_its_outputs(smoke_run: Path):
     r = smoke_run / "results"
     per_class = rows(r / "voc_per_class_iou.csv")
@@ -48,6 +50,7 @@ def test_every_stage_writes_its_outputs(smoke_run: Path):
         assert "done in" in (r / "logs" / f"{name}.log").read_text()
 
 
+@SMOKE_GROUP
 def test_world_is_deterministic_and_eval_differs(smoke_run: Path, tmp_path):
     from rlseg.synthetic import WorldSpec, write_world
 
@@ -60,12 +63,14 @@ def test_world_is_deterministic_and_eval_differs(smoke_run: Path, tmp_path):
     assert 255 in mask and set(np.unique(mask)) <= {0, 1, 2, 255}
 
 
+@SMOKE_GROUP
 def test_forcerun_reruns_one_stage_and_what_follows(smoke_run: Path):
     proc = snakemake(smoke_run, "-n", "--forcerun", "train_multiclass")
     out = proc.stdout
     assert "train_multiclass" in out and "train_single_class" not in out.split("Job stats")[-1]
 
 
+@SMOKE_GROUP
 def test_changing_a_value_reruns_exactly_the_stages_that_use_it(smoke_run: Path, tmp_path):
     override = tmp_path / "override.yaml"
     override.write_text(yaml.safe_dump({"multiclass": {"epochs": 2}}))

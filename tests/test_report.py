@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import SMOKE_GROUP
 from PIL import Image
 from snakemake_helpers import rows, snakemake
 
@@ -136,6 +137,7 @@ def report(smoke_run: Path) -> Path:
     return smoke_run / "results" / "report.html"
 
 
+@SMOKE_GROUP
 def test_every_figure_is_drawn_and_in_the_report(smoke_run: Path, report: Path):
     figures = smoke_run / "results" / "figures"
     for name in FIGURES:
@@ -147,6 +149,7 @@ def test_every_figure_is_drawn_and_in_the_report(smoke_run: Path, report: Path):
         assert Path(name).name in html, f"{name} is not in the report"
 
 
+@SMOKE_GROUP
 def test_the_drawn_numbers_are_the_csv_numbers(smoke_run: Path):
     r = smoke_run / "results"
     texts = svg_texts(r / "figures" / "iou_per_class.svg")
@@ -176,6 +179,7 @@ def _chromium() -> str:
     return shutil.which("chromium")
 
 
+@SMOKE_GROUP
 def test_report_renders_in_headless_chromium(report: Path, tmp_path: Path):
     shot = tmp_path / "report.png"
     subprocess.run([_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",

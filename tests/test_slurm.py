@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import SMOKE_GROUP
 from snakemake_helpers import REPO, SCORES, snakemake
 
 CLUSTER = REPO / "tests" / "slurm" / "cluster.sh"
@@ -50,6 +51,7 @@ def cluster(tmp_path):
 TRAINERS = ("train_single_class", "train_multiclass", "train_base_model")
 
 
+@SMOKE_GROUP
 def test_smoke_pipeline_through_slurm_equals_local(cluster, tmp_path, smoke_run):
     slurm_dir = tmp_path / "on_slurm"
     snakemake(
