@@ -31,9 +31,9 @@ REPO = Path(__file__).resolve().parents[1]
     [{"decoder": "light"}, {"decoder": "smp"}, {"decoder": "light", "decoder_convs": 2},
      {"decoder": "light", "decoder_convs": [1, 1, 0, 0]}, {"decoder": "light", "encoder_head": True},
      {"decoder": "smp", "encoder_head": True}, {"decoder": "light", "encoder_features": "all_blocks"},
-     {"decoder": "smp", "encoder_features": "all_blocks"}, {"decoder": "light", "head_stride": 2}],
+     {"decoder": "smp", "encoder_features": "all_blocks"}],
     ids=["light", "smp", "light-convs", "light-convs-per-level", "light-head", "smp-head", "light-all-blocks",
-         "smp-all-blocks", "light-head-stride-2"],
+         "smp-all-blocks"],
 )
 def test_unet_outputs_softmax_at_input_size(arch):
     model = build_unet(arch, pretrained=False)
@@ -170,21 +170,6 @@ def test_encoder_batchnorm_train_adapts_statistics_but_no_weight(features):
         assert not torch.allclose(model(x), train_out.detach(), atol=1e-4)  # eval uses the running statistics
 
 
-def test_head_stride_2_runs_no_layer_at_full_resolution():
-    """Every convolution of the stride-2 head's decoder sees at most half the input's side; the output is the
-    head's logits upsampled bilinearly to the input's size."""
-    model = build_unet({"head_stride": 2}, pretrained=False)
-    sides, head_out = [], []
-    convs = [m for m in model.decoder.modules() if isinstance(m, torch.nn.Conv2d | torch.nn.ConvTranspose2d)]
-    hooks = [m.register_forward_hook(lambda m, i, o: sides.append(i[0].shape[-1])) for m in convs]
-    hooks.append(model.decoder.head.register_forward_hook(lambda m, i, o: head_out.append(o)))
-    logits = model.logits(torch.rand(2, 3, 64, 64))
-    for h in hooks:
-        h.remove()
-    assert logits.shape == (2, 2, 64, 64) and max(sides) == 32 and head_out[0].shape[-1] == 32
-    torch.testing.assert_close(logits, torch.nn.functional.interpolate(head_out[0], scale_factor=2, mode="bilinear"))
-
-
 def test_encoder_batchnorm_must_be_fixed_or_train():
     with pytest.raises(ValueError, match=r"single_class.encoder_batchnorm: must be one of \['fixed', 'train'\]"):
         build_unet({"encoder_batchnorm": "frozen"}, pretrained=False)
@@ -192,7 +177,6 @@ def test_encoder_batchnorm_must_be_fixed_or_train():
 
 @pytest.mark.parametrize("arch", [{"encoder": "mobilenet_v2", "encoder_head": True},
                                   {"decoder": "smp", "decoder_convs": 1},
-                                  {"decoder": "smp", "head_stride": 2},
                                   {"encoder": "se_resnext50_32x4d", "encoder_features": "all_blocks"},
                                   {"encoder_features": "all_blocks", "encoder_head": True}])
 def test_the_library_refuses_what_the_config_check_refuses_with_its_message(arch):

@@ -35,15 +35,14 @@ def check_unet(arch: Mapping, section: str = "single_class") -> None:
 
     Args:
         arch: any of ``encoder``, ``decoder``, ``encoder_features``, ``encoder_batchnorm``, ``encoder_head``,
-            ``decoder_convs``, ``head_stride`` (missing keys take the schema's defaults).
+            ``decoder_convs`` (missing keys take the schema's defaults).
     Raises:
         ConfigError: naming ``section.<key>``.
     """
     sc = schema()["properties"][section]["properties"]
     get = {k: arch.get(k, sc[k].get("default")) for k in ("encoder", "decoder", "encoder_features",
-                                                           "encoder_batchnorm", "encoder_head", "decoder_convs",
-                                                           "head_stride")}
-    for key in ("encoder", "decoder", "encoder_features", "encoder_batchnorm", "head_stride"):
+                                                           "encoder_batchnorm", "encoder_head", "decoder_convs")}
+    for key in ("encoder", "decoder", "encoder_features", "encoder_batchnorm"):
         check_choice(f"{section}.{key}", get[key])
     if get["encoder_head"] and get["encoder"] != OFFLINE_ENCODER:
         raise ConfigError(f"{section}.encoder_head applies to {OFFLINE_ENCODER}, not {get['encoder']} "
@@ -56,8 +55,6 @@ def check_unet(arch: Mapping, section: str = "single_class") -> None:
             raise ConfigError(f"{section}.encoder_features all_blocks and encoder_head exclude each other")
     if _any_conv(get["decoder_convs"]) and get["decoder"] != "light":
         raise ConfigError(f"{section}.decoder_convs applies to the light decoder (smp's has two per level)")
-    if get["head_stride"] != 1 and get["decoder"] != "light":
-        raise ConfigError(f"{section}.head_stride applies to the light decoder (smp's predicts at full resolution)")
 
 
 def check_multiclass(arch: Mapping, section: str = "multiclass") -> None:

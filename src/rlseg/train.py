@@ -58,7 +58,6 @@ class SingleClassConfig:
     encoder_head: bool = _SC["encoder_head"]
     encoder_features: str = _SC["encoder_features"]
     decoder_convs: int | list[int] | None = _SC["decoder_convs"]  # None: the decoder's own (LIGHT_DECODER_CONVS)
-    head_stride: int = _SC["head_stride"]
     resolutions: list[int] = field(default_factory=lambda: copy.deepcopy(_SC["resolutions"]))
     anneal_epochs: int = _SC["anneal_epochs"]
     sigma_start: float = _SC["sigma_start"]
@@ -108,7 +107,7 @@ class SingleClassConfig:
                 "freeze_encoder": self.freeze_encoder, "encoder_batchnorm": self.encoder_batchnorm,
                 "encoder_head": self.encoder_head,
                 "encoder_features": self.encoder_features,
-                "decoder_convs": self.decoder_convs, "head_stride": self.head_stride}
+                "decoder_convs": self.decoder_convs}
 
     def loss(self, weights: LossWeights) -> RegularizedLoss:
         printed = self.loss_form == "printed"

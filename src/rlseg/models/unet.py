@@ -6,7 +6,6 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from rlseg.architectures import check_unet
 from rlseg.config import defaults
@@ -38,8 +37,6 @@ def _conv_block(cin: int, cout: int) -> nn.Sequential:
 class LightUnetDecoder(nn.Module):
     """The reference's U-Net decoder: one 2x2 transposed convolution (+BN+ReLU) per level, skip concatenation,
     a last transposed convolution to full resolution and a 3x3 convolution to the classes.
-    ``head_stride`` 2 drops that last transposed convolution: the 3x3 convolution runs on the stride-2 features
-    and its logits are upsampled bilinearly, so no layer but the upsampling runs at full resolution.
 
     Several times lighter than smp's default decoder (two 3x3 convolutions per level), which dominates the
     training time on a CPU. ``convs`` adds that many 3x3 convolutions (+BN+ReLU) after each concatenation, or
@@ -47,7 +44,7 @@ class LightUnetDecoder(nn.Module):
     """
 
     def __init__(self, encoder_channels: Sequence[int], channels: Sequence[int], classes: int,
-                 convs: int | Sequence[int] = 0, head_stride: int = 1) -> None:
+                 convs: int | Sequence[int] = 0) -> None:
         super().__init__()
         skips = list(encoder_channels[1:-1])[::-1]  # strides 16, 8, 4, 2
         if len(channels) != len(skips) + 1:
@@ -63,21 +60,14 @@ class LightUnetDecoder(nn.Module):
             cin = cout + skip
             self.mix.append(nn.Sequential(*[_conv_block(cin if i == 0 else cout, cout) for i in range(n)]))
             cin = cout if n else cin
-        if head_stride not in (1, 2):
-            raise ValueError(f"light decoder: head_stride must be 1 or 2, got {head_stride}")
-        self.head_stride = head_stride
-        # the full-resolution layers (transposed convolution, BN, ReLU) cost half a CPU step: none at stride 2
-        self.last = _up_block(cin, channels[-1]) if head_stride == 1 else nn.Identity()
-        self.head = ShiftSumConv2d(channels[-1] if head_stride == 1 else cin, classes)
+        self.last = _up_block(cin, channels[-1])
+        self.head = ShiftSumConv2d(channels[-1], classes)
 
     def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
         x = features[-1]
         for up, mix, skip in zip(self.ups, self.mix, list(features[1:-1])[::-1], strict=True):
             x = mix(torch.cat([up(x), skip], 1))
-        logits = self.head(self.last(x))
-        if self.head_stride == 1:
-            return logits
-        return F.interpolate(logits, scale_factor=self.head_stride, mode="bilinear", align_corners=False)
+        return self.head(self.last(x))
 
 
 class SingleClassUNet(nn.Module):
@@ -89,8 +79,7 @@ class SingleClassUNet(nn.Module):
     ImageNet statistics stay; ``"train"`` lets them follow ``train()`` as the reference implementation does
     (its ``model.train()`` reaches the frozen MobileNetV2 too): in training they normalise with each batch's
     statistics and their running statistics drift to the training images, which ``eval()`` then uses.
-    ``decoder_convs`` None means the decoder's default: ``LIGHT_DECODER_CONVS`` for the light one. ``head_stride``
-    is the light decoder's (``LightUnetDecoder``).
+    ``decoder_convs`` None means the decoder's default: ``LIGHT_DECODER_CONVS`` for the light one.
     """
 
     def __init__(
@@ -104,18 +93,16 @@ class SingleClassUNet(nn.Module):
         decoder_convs: int | Sequence[int] | None = _SC["decoder_convs"],
         encoder_features: str = _SC["encoder_features"],
         encoder_batchnorm: str = _SC["encoder_batchnorm"],
-        head_stride: int = _SC["head_stride"],
     ) -> None:
         super().__init__()
         check_unet({"encoder": encoder, "decoder": decoder, "encoder_features": encoder_features,
                     "encoder_batchnorm": encoder_batchnorm, "encoder_head": encoder_head,
-                    "decoder_convs": decoder_convs, "head_stride": head_stride})
+                    "decoder_convs": decoder_convs})
         if decoder_convs is None:
             decoder_convs = LIGHT_DECODER_CONVS if decoder == "light" else 0
         self.arch = {"encoder": encoder, "decoder": decoder, "decoder_channels": list(decoder_channels),
                      "encoder_head": encoder_head, "encoder_features": encoder_features,
-                     "decoder_convs": decoder_convs if isinstance(decoder_convs, int) else list(decoder_convs),
-                     "head_stride": head_stride}
+                     "decoder_convs": decoder_convs if isinstance(decoder_convs, int) else list(decoder_convs)}
         self.normalise = Normalise(*encoder_stats(encoder))
         if encoder_features == "all_blocks":
             self.encoder = all_blocks_encoder(encoder, pretrained)
@@ -125,8 +112,7 @@ class SingleClassUNet(nn.Module):
         # a trainable encoder always trains its BatchNorm; "fixed" only means something for a frozen one
         self.encoder_batchnorm = encoder_batchnorm if freeze_encoder else "train"
         if decoder == "light":
-            self.decoder = LightUnetDecoder(self.encoder.out_channels, decoder_channels, 2, convs=decoder_convs,
-                                            head_stride=head_stride)
+            self.decoder = LightUnetDecoder(self.encoder.out_channels, decoder_channels, 2, convs=decoder_convs)
         else:  # smp
             from segmentation_models_pytorch.decoders.unet.decoder import UnetDecoder
 
@@ -192,5 +178,5 @@ class _SmpDecoder(nn.Module):
 def build_unet(arch: dict, pretrained: bool = True) -> SingleClassUNet:
     """Build a single-class U-Net from an architecture dict (``encoder``, ``decoder``, ``decoder_channels``)."""
     keys = ("encoder", "decoder", "decoder_channels", "freeze_encoder", "encoder_head", "decoder_convs",
-            "encoder_features", "encoder_batchnorm", "head_stride")
+            "encoder_features", "encoder_batchnorm")
     return SingleClassUNet(pretrained=pretrained, **{k: arch[k] for k in keys if k in arch})
