@@ -263,10 +263,9 @@ def quality(data: Path, n: int, epochs: tuple[int, int], workers: int, channels_
             t0 = time.perf_counter()
             if name == "baseline":
                 _, state = in_fresh_process(train_baseline, train, 128, cfg, sum(epochs), workers)
-                results[name].append(score(state, cfg))
             else:
                 *_, state = in_fresh_process(train_ours, train, 128, ours_cfg, sum(epochs), channels_last, precision)
-                results[name].append(score(state, ours_cfg))
+            results[name].append(score(state, cfg if name == "baseline" else ours_cfg))
             emit(f"ecssd_test_f_{name}", results[name][-1], train_images=n, epochs=list(epochs), seed=seed,
                  seconds=round(time.perf_counter() - t0, 1), **variant)
     means = {k: float(np.mean(v)) for k, v in results.items()}

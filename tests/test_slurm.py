@@ -73,10 +73,10 @@ def test_smoke_pipeline_through_slurm_equals_local(cluster, tmp_path, smoke_run)
         assert "(SLURM job " in logs[name], name
     for name in local:  # the seconds-long ones (localrules) on the submitting machine
         assert "(SLURM job " not in logs[name], name
-    # the local run of the same config (rule all: a superset of the scores' outputs), shared with other modules
     outputs = [p.relative_to(slurm_dir) for p in (slurm_dir / "results").rglob("*")
                if p.suffix in (".png", ".txt") or p.name in ("manifest.csv", "pairs.csv")]
     assert len(outputs) > 50
+    # against the session's smoke run: the same config run locally (rule all, a superset of the scores' outputs)
     different = [str(p) for p in outputs if not filecmp.cmp(smoke_run / p, slurm_dir / p, shallow=False)]
     assert not different
 
