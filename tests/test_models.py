@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import shutil
 import subprocess
@@ -15,13 +16,16 @@ from PIL import Image
 
 from rlseg.models import (
     EncoderWeightsUnavailable,
+    LightUnetDecoder,
     ShiftSumConv2d,
     SingleClassUNet,
     build_multiclass,
     build_unet,
     load_lite0_imagenet,
 )
+from rlseg.models.layers import up_head
 from rlseg.models.lite0 import lite0_weights_path
+from rlseg.models.unet import _up_block
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -64,6 +68,69 @@ def test_shift_sum_convolution_takes_the_standard_one_for_channels_last():
     fast = ShiftSumConv2d(4, 2)
     x = torch.randn(2, 4, 8, 8).contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(fast(x), torch.nn.functional.conv2d(x, fast.weight, fast.bias, padding=1))
+
+
+def _outputs_and_grads(fn, x: torch.Tensor, modules: list[torch.nn.Module], grad: torch.Tensor) -> list:
+    y = fn(x)
+    params = [x, *(p for m in modules for p in m.parameters())]
+    return [y, *torch.autograd.grad(y, params, grad), *(b.double() for m in modules for b in m.buffers())]
+
+
+@pytest.mark.parametrize(("cin", "cout", "classes", "h", "w", "head_bias", "momentum", "training"),
+                         [(16, 16, 2, 6, 9, True, 0.1, True), (5, 3, 1, 1, 4, False, None, True),
+                          (4, 6, 3, 3, 1, True, 0.1, False), (8, 4, 2, 2, 2, True, 0.3, True)])
+def test_up_head_is_the_up_block_then_the_head(cin, cout, classes, h, w, head_bias, momentum, training):
+    """The sub-pixel form of ConvTranspose2d + BatchNorm + ReLU + 3x3 head: values, every gradient and the
+    running statistics, against the modules (float64), in training (batch statistics) and in eval mode."""
+    torch.manual_seed(0)
+    up, head = _up_block(cin, cout).double(), ShiftSumConv2d(cout, classes, bias=head_bias).double()
+    bn = up[1]
+    bn.momentum = momentum
+    with torch.no_grad():  # statistics and an affine map away from their initial values
+        bn.weight.uniform_(0.5, 1.5), bn.bias.uniform_(-0.5, 0.5)
+        bn.running_mean.uniform_(-1, 1), bn.running_var.uniform_(0.5, 2)
+        bn.num_batches_tracked.fill_(3)
+    ref_up, ref_head = copy.deepcopy(up), copy.deepcopy(head)
+    up.train(training), ref_up.train(training)
+    x = torch.randn(3, cin, h, w, dtype=torch.float64, requires_grad=True)
+    grad = torch.randn(3, classes, 2 * h, 2 * w, dtype=torch.float64)
+
+    def reference(x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.conv2d(ref_up(x), ref_head.weight, ref_head.bias, padding=1)
+
+    fast = _outputs_and_grads(lambda x: up_head(x, up, head), x, [up, head], grad)
+    slow = _outputs_and_grads(reference, x, [ref_up, ref_head], grad)
+    assert len(fast) == len(slow)
+    for a, b in zip(fast, slow, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+def test_up_head_takes_the_modules_for_channels_last():
+    up, head = _up_block(4, 4).eval(), ShiftSumConv2d(4, 2)
+    x = torch.randn(2, 4, 5, 5).contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(up_head(x, up, head), head(up(x)))
+
+
+def test_light_decoder_is_its_layers_on_concatenated_skips():
+    """The decoder's split convolutions on [x, skip] and its sub-pixel last block give what its modules give when
+    called in order on the concatenations (float64, training mode, every parameter's gradient)."""
+    torch.manual_seed(0)
+    decoder = LightUnetDecoder([3, 4, 5, 6, 7, 8], [12, 10, 8, 6, 4], 2, convs=[0, 1, 1, 2]).double()
+    reference = copy.deepcopy(decoder)
+    feats = [torch.randn(2, c, 64 // 2**i, 64 // 2**i, dtype=torch.float64) for i, c in enumerate([3, 4, 5, 6, 7, 8])]
+    feats[-1].requires_grad_()
+    grad = torch.randn(2, 2, 64, 64, dtype=torch.float64)
+
+    def in_order(features: list[torch.Tensor]) -> torch.Tensor:
+        x = features[-1]
+        for up, mix, skip in zip(reference.ups, reference.mix, features[1:-1][::-1], strict=True):
+            x = mix(torch.cat([up(x), skip], 1))
+        return torch.nn.functional.conv2d(reference.last(x), reference.head.weight, reference.head.bias, padding=1)
+
+    fast = _outputs_and_grads(lambda x: decoder([*feats[:-1], x]), feats[-1], [decoder], grad)
+    slow = _outputs_and_grads(lambda x: in_order([*feats[:-1], x]), feats[-1], [reference], grad)
+    for a, b in zip(fast, slow, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
 
 
 def test_the_unet_head_is_the_shift_sum_convolution():
