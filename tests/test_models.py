@@ -111,11 +111,14 @@ def test_up_head_takes_the_modules_for_channels_last():
     torch.testing.assert_close(up_head(x, up, head), head(up(x)))
 
 
-def test_light_decoder_is_its_layers_on_concatenated_skips():
-    """The decoder's split convolutions on [x, skip] and its sub-pixel last block give what its modules give when
-    called in order on the concatenations (float64, training mode, every parameter's gradient)."""
+@pytest.mark.parametrize("module_layers", [False, True])
+def test_light_decoder_is_its_layers_on_concatenated_skips(module_layers):
+    """The decoder's split convolutions on [x, skip] and its sub-pixel last block (and, with ``module_layers``, the
+    benchmark baseline's module calls) give what its modules give when called in order on the concatenations
+    (float64, training mode, every parameter's gradient)."""
     torch.manual_seed(0)
     decoder = LightUnetDecoder([3, 4, 5, 6, 7, 8], [12, 10, 8, 6, 4], 2, convs=[0, 1, 1, 2]).double()
+    decoder.module_layers = module_layers
     reference = copy.deepcopy(decoder)
     feats = [torch.randn(2, c, 64 // 2**i, 64 // 2**i, dtype=torch.float64) for i, c in enumerate([3, 4, 5, 6, 7, 8])]
     feats[-1].requires_grad_()
