@@ -82,7 +82,7 @@ class LightUnetDecoder(nn.Module):
                 x = mix(torch.cat([up(x), skip], 1))
             return self.head(self.last(x))
         for up, mix, skip in zip(self.ups, self.mix, list(features[1:-1])[::-1], strict=True):
-            x = up(x)  # BatchNorm folded into it as in up_head measured slower in the training loop
+            x = up(x)  # kept as modules: with BatchNorm folded in as up_head folds it, the loop ran slower
             if len(mix):
                 x = mix[1:](mix[0][1:](_split_input(mix[0][0], x, skip)))
             else:
