@@ -1,14 +1,13 @@
 """The U-Net decoder's faster CPU forms against PyTorch's modules, interleaved in one process.
 
-Two figures per resolution, each a median over repetitions that alternate between the two forms, so that the
-machine's load moves both alike:
+Three figures, each from runs that alternate between the two forms, so that the machine's load moves both alike
+(1 and 2 per resolution, medians over repetitions in one process):
 
 1. the last up block (ConvTranspose2d 2x2/2 + BatchNorm + ReLU, 16 channels) and the 3x3 head, forward and backward
    on a batch: the modules one after the other, against ``rlseg.models.layers.up_head``;
 2. one training step on cached encoder features (decoder, the normal stage's loss, backward, Adam) of the default
    U-Net: the decoder as module calls on concatenated skips (``LightUnetDecoder.module_layers``, the benchmark
-   baseline's form) with PyTorch's default Adam, against the decoder as the pipeline runs it with fused Adam.
-
+   baseline's form) with PyTorch's default Adam, against the decoder as the pipeline runs it with fused Adam;
 3. the training loop itself (``rlseg.train.fit`` on the first 160 ECSSD images, or synthetic ones without the
    shared data): seconds an epoch once the feature cache is full (the median of the last four of 12), the decoder
    as module calls against the decoder as the pipeline runs it, in alternating runs. There every step reads other
@@ -24,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import tempfile
 import time
 from collections.abc import Callable
@@ -32,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from throughput import image_paths  # this script's sibling: ECSSD's first images, or synthetic ones
+from throughput import emit, first_epochs, image_paths  # this script's sibling
 
 from rlseg.data import load_images
 from rlseg.models import build_unet
@@ -40,10 +38,6 @@ from rlseg.models.layers import ShiftSumConv2d, up_head
 from rlseg.models.unet import _up_block
 from rlseg.pipeline import setup_job
 from rlseg.train import SingleClassConfig, fit, stage_plans
-
-
-def emit(figure: str, value: float, **extra) -> None:
-    print(json.dumps({"figure": figure, "value": round(value, 3), **extra}), flush=True)
 
 
 def interleaved(fns: dict[str, Callable[[], None]], repeats: int, warm: int = 3) -> dict[str, float]:
@@ -100,9 +94,9 @@ def loop_epochs(images: torch.Tensor, size: int, module_layers: bool, epochs: in
     torch.manual_seed(0)
     model = build_unet(cfg.arch)
     model.decoder.module_layers = module_layers
-    plans = (stage_plans(cfg, "anneal") + stage_plans(cfg, "normal"))[:epochs]
     with tempfile.TemporaryDirectory() as tmp:
-        rows = fit(model, images, plans, cfg, Path(tmp) / "ckpt.pt", {"size": size}, device=torch.device("cpu"))
+        rows = fit(model, images, first_epochs(cfg, epochs), cfg, Path(tmp) / "ckpt.pt", {"size": size},
+                   device=torch.device("cpu"))
     return float(np.median([r["seconds"] for r in rows[-4:]]))
 
 

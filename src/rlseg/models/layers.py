@@ -12,6 +12,13 @@ __all__ = ["ShiftSumConv2d", "up_head"]
 _TAPS = [(ky - 1, kx - 1) for ky in range(3) for kx in range(3)]
 
 
+def _cpu_form_applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether this module's CPU forms apply to ``x``: a contiguous CPU tensor of ``weight``'s dtype, no autocast.
+    GPUs, channels-last inputs and autocast take the standard layers."""
+    return (x.device.type == "cpu" and x.is_contiguous() and not torch.is_autocast_enabled("cpu")
+            and x.dtype == weight.dtype)
+
+
 def _window(offset: int, n: int) -> tuple[slice, slice]:
     """(output slice, input slice) along one axis for ``out[i] += y[i + offset]`` inside ``0..n-1``."""
     return slice(max(0, -offset), n - max(0, offset)), slice(max(0, offset), n - max(0, -offset))
@@ -66,8 +73,7 @@ class ShiftSumConv2d(nn.Conv2d):
         super().__init__(in_channels, out_channels, 3, padding=1, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (x.device.type != "cpu" or not x.is_contiguous() or torch.is_autocast_enabled("cpu")
-                or x.dtype != self.weight.dtype):
+        if not _cpu_form_applies(x, self.weight):
             return super().forward(x)
         return _ShiftSum3x3.apply(x, self.weight, self.bias)
 
@@ -222,8 +228,7 @@ def up_head(x: torch.Tensor, up: nn.Sequential, head: nn.Conv2d) -> torch.Tensor
     the modules themselves.
     """
     convt, bn, _ = up
-    if (x.device.type != "cpu" or not x.is_contiguous() or torch.is_autocast_enabled("cpu")
-            or x.dtype not in (torch.float32, torch.float64) or x.dtype != convt.weight.dtype
+    if (not _cpu_form_applies(x, convt.weight) or x.dtype not in (torch.float32, torch.float64)
             or not isinstance(head, ShiftSumConv2d) or convt.bias is None or not bn.affine):
         return head(up(x))
     b, c, h, w = x.shape

@@ -77,17 +77,13 @@ class LightUnetDecoder(nn.Module):
 
     def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
         x = features[-1]
-        if self.module_layers:
-            for up, mix, skip in zip(self.ups, self.mix, list(features[1:-1])[::-1], strict=True):
-                x = mix(torch.cat([up(x), skip], 1))
-            return self.head(self.last(x))
         for up, mix, skip in zip(self.ups, self.mix, list(features[1:-1])[::-1], strict=True):
             x = up(x)  # kept as modules: with BatchNorm folded in as up_head folds it, the loop ran slower
-            if len(mix):
-                x = mix[1:](mix[0][1:](_split_input(mix[0][0], x, skip)))
+            if self.module_layers or not len(mix):
+                x = mix(torch.cat([x, skip], 1))
             else:
-                x = torch.cat([x, skip], 1)
-        return up_head(x, self.last, self.head)
+                x = mix[1:](mix[0][1:](_split_input(mix[0][0], x, skip)))
+        return self.head(self.last(x)) if self.module_layers else up_head(x, self.last, self.head)
 
 
 class SingleClassUNet(nn.Module):
