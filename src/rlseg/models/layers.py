@@ -131,11 +131,17 @@ def _shift_rows(y: torch.Tensor, out: torch.Tensor, k: int) -> None:
 
 
 def _unshift_rows(grad: torch.Tensor, grad_y: torch.Tensor, k: int) -> None:
-    """The tap maps' gradient ``grad_y`` [b, 16K, h, w] (zeros on entry) from the output's ``grad`` [b, 4K, h, w]."""
+    """The tap maps' gradient ``grad_y`` [b, 16K, h, w] (uninitialised on entry) from the output's ``grad``
+    [b, 4K, h, w]: each row's shifted copy, and zeros in the edge row and column that its shift leaves out."""
     h, w = grad.shape[-2:]
     for r, (s, di, dj) in enumerate(_SUBPIXEL_ROWS):
         (ro, ri), (co, ci) = _window(di, h), _window(dj, w)
-        grad_y[:, r * k : (r + 1) * k, ri, ci] = grad[:, s * k : (s + 1) * k, ro, co]
+        dst = grad_y[:, r * k : (r + 1) * k]
+        dst[:, :, ri, ci] = grad[:, s * k : (s + 1) * k, ro, co]
+        if di:
+            dst[:, :, 0 if di > 0 else h - 1].zero_()
+        if dj:
+            dst[:, :, :, 0 if dj > 0 else w - 1].zero_()
 
 
 class _SubpixelUpHead(torch.autograd.Function):
@@ -164,11 +170,13 @@ class _SubpixelUpHead(torch.autograd.Function):
         b, k = grad.shape[0], taps.shape[0] // 16
         h, w = grad.shape[-2:]
         act = _bmm(weight, xa).relu_()
-        grad_y = grad.new_zeros(b, 16 * k, h, w)
+        grad_y = grad.new_empty(b, 16 * k, h, w)
         _unshift_rows(grad, grad_y, k)
         grad_y = grad_y.view(b, 16 * k, h * w)
         grad_taps = torch.bmm(grad_y, act.transpose(1, 2)).sum(0)
-        grad_act = torch.ops.aten.threshold_backward(_bmm(taps.t(), grad_y), act, 0)
+        grad_act = _bmm(taps.t(), grad_y)
+        # in place: a new map of this size costs a pass of its own over cold memory
+        torch.ops.aten.threshold_backward.grad_input(grad_act, act, 0, grad_input=grad_act)
         del act
         grad_weight = torch.bmm(grad_act, xa.transpose(1, 2)).sum(0)
         grad_x = _bmm(weight[:, :-1].t(), grad_act).view(b, -1, h, w)
