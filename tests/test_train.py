@@ -9,6 +9,7 @@ import torch
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from rlseg.checkpoint import CheckpointMismatch, load_weights, save_weights
+from rlseg.data import to_float
 from rlseg.losses import LossWeights, anneal_sigmas
 from rlseg.models import build_unet
 from rlseg.runtime import NonFiniteLossError
@@ -242,6 +243,28 @@ def test_feature_cache_keeps_no_more_than_its_limit():
     cache = FeatureCache(limit_bytes=2 * one)
     cache.features(model, x, [(i, False) for i in range(4)])
     assert len(cache.store) == 2 and cache.used == 2 * one
+
+
+def test_feature_cache_fill_encodes_every_image_and_flip_a_batch_at_a_time_up_to_its_limit():
+    model = build_unet(SingleClassConfig(**TINY).arch, pretrained=False).eval()
+    images = tiny_data(n=5)[0]
+    calls: list[int] = []
+    hook = model.encoder.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+    cache = FeatureCache(limit_bytes=1 << 30)
+    cache.fill(model, images, flip=True, device=torch.device("cpu"), batch_size=4)
+    assert calls == [4, 4, 2] and sorted(cache.store) == [(i, f) for i in range(5) for f in (False, True)]
+    x = to_float(torch.stack([images[3].flip(-1), images[0]]))
+    for got, alone in zip(cache.features(model, x, [(3, True), (0, False)]), model.features(x), strict=True):
+        assert torch.allclose(got, alone, atol=1e-4)  # the batch's rounding, not another image's features
+    assert len(calls) == 4  # features() found both: only the check's own model.features ran
+    hook.remove()
+    again = FeatureCache(limit_bytes=1 << 30)
+    again.fill(model, images, flip=True, device=torch.device("cpu"), batch_size=4)
+    assert all(torch.equal(a, b) for k in cache.store for a, b in zip(cache.store[k], again.store[k], strict=True))
+    one = cache.used // 10
+    small = FeatureCache(limit_bytes=3 * one)
+    small.fill(model, images, flip=False, device=torch.device("cpu"), batch_size=4)
+    assert sorted(small.store) == [(0, False), (1, False), (2, False)] and small.used == 3 * one
 
 
 def test_feature_cache_is_off_while_the_encoder_batchnorm_trains(tmp_path):

