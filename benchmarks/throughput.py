@@ -47,8 +47,9 @@ from rlseg.synthetic import SHAPES, render_image
 from rlseg.train import EpochPlan, SingleClassConfig, fit, predict, stage_plans
 
 PAPER_EPOCHS = 15 + 50  # annealing + normal stage at one resolution
-# epochs before the feature cache holds (nearly) every image and flip: each epoch flips each image at random, so
-# in epoch e >= 2 a share 2^-(e-1) of the images meets its pair for the first time: 12 / 6 / 3 % in epochs 4 / 5 / 6
+# epochs taken as measured before the steady state. The first encodes every image and flip (FeatureCache.fill);
+# until 2026-12-02 each pair was encoded when first drawn, 12 / 6 / 3 % of them in epochs 4 / 5 / 6, and the same
+# count keeps the figures comparable with those runs
 WARM_EPOCHS = 6
 
 
