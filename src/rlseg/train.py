@@ -196,23 +196,31 @@ class FeatureCache:
         """Encode every image (and its mirror image where ``flip``) up front, ``batch_size`` pairs at a time,
         until the limit. The batches are a pure function of the images, so a resumed run refills the same
         features bit for bit; a batch runs the encoder 2.7x faster per image than one image alone (128 px)."""
-        keys = [(i, f) for i in range(len(images)) for f in ((False, True) if flip else (False,))]
+        n = len(images)
+        ids = torch.arange(n).repeat_interleave(2) if flip else torch.arange(n)
+        flips = torch.tensor([False, True]).repeat(n) if flip else torch.zeros(n, dtype=torch.bool)
+        no_negatives = torch.empty(0, dtype=torch.long)
         t0 = time.time()
-        for start in tqdm(range(0, len(keys), batch_size), desc="features", mininterval=10, leave=False):
-            part = keys[start : start + batch_size]
-            x_u8 = torch.stack([images[i].flip(-1) if f else images[i] for i, f in part])
-            levels = model.features(to_float(x_u8, device))
-            for j, key in enumerate(part):
-                entry = [level[j].clone() for level in levels]  # its own storage: the limit counts what is kept
-                size = sum(t.numel() * t.element_size() for t in entry)
-                if self.used + size > self.limit:
+        for start in tqdm(range(0, len(ids), batch_size), desc="features", mininterval=10, leave=False):
+            batch = _Batch(ids[start : start + batch_size], no_negatives, flips[start : start + batch_size])
+            levels = model.features(to_float(_batch_images(images, None, batch)[0], device))
+            for j, key in enumerate(batch.keys(n)):
+                # its own storage: the limit counts what is kept
+                if not self._keep(key, [level[j].clone() for level in levels]):
                     log.info("feature cache full (%d MiB) after %d of %d images and flips", self.limit >> 20,
-                             len(self.store), len(keys))
+                             len(self.store), len(ids))
                     return
-                self.store[key] = entry
-                self.used += size
-        log.debug("features of %d images and flips cached (%d MiB) in %.1fs", len(keys), self.used >> 20,
+        log.debug("features of %d images and flips cached (%d MiB) in %.1fs", len(ids), self.used >> 20,
                   time.time() - t0)
+
+    def _keep(self, key: tuple[int, bool], entry: list[torch.Tensor]) -> bool:
+        """Keep ``entry`` under ``key`` if it fits within the limit; whether it was kept."""
+        size = sum(level.numel() * level.element_size() for level in entry)
+        if self.used + size > self.limit:
+            return False
+        self.store[key] = entry
+        self.used += size
+        return True
 
     def features(self, model: SingleClassUNet, x: torch.Tensor, keys: list[tuple[int, bool]]) -> list[torch.Tensor]:
         """Features of the batch ``x`` whose images are ``keys``; only the images not kept go through the encoder."""
@@ -222,10 +230,7 @@ class FeatureCache:
                 # one image at a time: its features then never depend on which images shared its batch, so
                 # a resumed run (whose cache starts empty) ends with the same weights, bit for bit
                 per_image[i] = [level[0] for level in model.features(x[i : i + 1])]
-                size = sum(level.numel() * level.element_size() for level in per_image[i])
-                if self.used + size <= self.limit:
-                    self.store[keys[i]] = per_image[i]
-                    self.used += size
+                self._keep(keys[i], per_image[i])
         return [torch.stack(level) for level in zip(*per_image, strict=True)]
 
 
