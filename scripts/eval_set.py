@@ -4,4 +4,5 @@ from rlseg.pipeline import logged, resolve_eval_set
 
 snakemake = globals()["snakemake"]
 with logged(snakemake.log[0], "evaluation set"):
-    resolve_eval_set(dict(snakemake.params.eval), snakemake.params.results, snakemake.output[0])
+    resolve_eval_set(dict(snakemake.params.eval), snakemake.params.results, snakemake.output[0],
+                     snakemake.params.classes)

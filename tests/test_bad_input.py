@@ -88,7 +88,7 @@ def test_symlink_outside_the_data_folder_is_skipped(tmp_path):
 @pytest.mark.parametrize(
     "mask, message",
     [
-        (np.zeros((10, 12), dtype=np.uint8), "mask is 12x10, image is 16x16"),
+        (np.zeros((10, 12), dtype=np.uint8), "mask is 12x10, expected 16x16"),
         (np.full((16, 16), 37, dtype=np.uint8), "neither a class index"),
         (np.full((16, 16, 3), (10, 200, 30), dtype=np.uint8), "outside the VOC palette"),
     ],

@@ -75,8 +75,8 @@ def server():
 def test_downloader_checks_every_file(server, tmp_path):
     urls = [server + p for p in ROUTES]
     folder = tmp_path / "web" / "horse"
-    rows = crawl_urls(urls, folder, images={"min_side": 32, "max_pixels": 50_000_000}, threads=1, retries=1,
-                      timeout=1.0, backoff=0.01)
+    rows = crawl_urls(urls, folder, images={"min_side": 32, "max_pixels": 50_000_000}, threads=1,
+                      web={"retries": 1, "timeout": 1.0}, backoff=0.01)
     by_path = {r["url"][len(server):]: r for r in rows}
     assert set(by_path) == set(ROUTES)
     for path, (status, reason) in EXPECTED.items():

@@ -78,7 +78,7 @@ def test_voc2012_uses_an_existing_devkit(tmp_path):
 
     make_voc(tmp_path / "voc", {"cat": 8, "dog": 12}, per_class=1, val=3)
     resolve_eval_set({"source": "voc2012", "root": str(tmp_path / "voc"), "split": "val"}, str(tmp_path),
-                     str(tmp_path / "index.csv"))
+                     str(tmp_path / "index.csv"), ["cat", "dog"])
     index = rows(tmp_path / "index.csv")
     assert len(index) == 3 and all("VOCdevkit/VOC2012/SegmentationClass" in x["mask"] for x in index)
 

@@ -28,6 +28,29 @@ class CheckpointMismatch(RuntimeError):
     """A checkpoint or weights file that does not fit the run asking for it."""
 
 
+CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "epoch", "rng", "config", "digest")
+
+
+def _read(path: Path, kind: str) -> dict:
+    """``torch.load`` with weights only, every failure a :class:`CheckpointMismatch` naming the file and why."""
+    try:
+        if path.stat().st_size == 0:
+            raise CheckpointMismatch(f"{path}: empty {kind} (an interrupted write?)")
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except CheckpointMismatch:
+        raise
+    except FileNotFoundError:
+        raise CheckpointMismatch(f"{path}: no such {kind}") from None
+    except (EOFError, RuntimeError) as err:
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise CheckpointMismatch(f"{path}: truncated or not a torch file ({first})") from None
+    except Exception as err:  # noqa: BLE001 - pickle and zip raise many kinds on a file that is not a checkpoint
+        raise CheckpointMismatch(f"{path}: not a readable {kind} ({type(err).__name__}: {err})") from None
+    if not isinstance(blob, dict):
+        raise CheckpointMismatch(f"{path}: not an rlseg {kind} (holds a {type(blob).__name__})")
+    return blob
+
+
 def config_digest(config: dict) -> str:
     """Stable digest of a JSON-able configuration."""
     return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -87,7 +110,11 @@ def load_checkpoint(path: str | os.PathLike, config: dict) -> dict | None:
     path = Path(path)
     if not path.is_file():
         return None
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    ckpt = _read(path, "checkpoint")
+    missing = [k for k in CHECKPOINT_KEYS if k not in ckpt]
+    if missing:
+        kind = "a weights file" if "arch" in ckpt else "not an rlseg checkpoint"
+        raise CheckpointMismatch(f"{path}: {kind} (no {', '.join(missing)}); delete it to start this run over")
     if ckpt["digest"] != config_digest(config):
         diffs = _diff(json.loads(ckpt["config"]), json.loads(json.dumps(config, sort_keys=True, default=str)))
         raise CheckpointMismatch(
@@ -123,16 +150,22 @@ def save_weights(path: str | os.PathLike, model: torch.nn.Module, meta: dict | N
 
 def load_weights(path: str | os.PathLike, model: torch.nn.Module | None = None) -> dict:
     """Read a weights file; with ``model``, load into it after checking the architecture matches."""
+    blob = _read(Path(path), "weights file")
+    if "arch" not in blob or "state_dict" not in blob:
+        kind = "a training checkpoint, not a finished model" if "digest" in blob else "not an rlseg weights file"
+        raise CheckpointMismatch(f"{path}: {kind} (no architecture recorded)")
     try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise CheckpointMismatch(f"{path}: not a readable rlseg weights file ({type(err).__name__}: {err})") from err
-    if not isinstance(blob, dict) or "arch" not in blob:
-        raise CheckpointMismatch(f"{path}: not an rlseg weights file (no architecture recorded)")
-    arch = json.loads(blob["arch"])
+        arch = json.loads(blob["arch"])
+        meta = json.loads(blob.get("meta", "{}"))
+    except (TypeError, ValueError) as err:
+        raise CheckpointMismatch(f"{path}: its architecture record is damaged ({err})") from None
     if model is not None:
         want = json.loads(json.dumps(model.arch, sort_keys=True))
         if arch != want:
             raise CheckpointMismatch(f"{path}: architecture differs ({'; '.join(_diff(arch, want))})")
-        model.load_state_dict(blob["state_dict"])
-    return {"arch": arch, "state_dict": blob["state_dict"], "meta": json.loads(blob["meta"])}
+        try:
+            model.load_state_dict(blob["state_dict"])
+        except (RuntimeError, TypeError, AttributeError) as err:
+            raise CheckpointMismatch(f"{path}: its weights do not fit its architecture "
+                                     f"({str(err).strip().splitlines()[0]})") from None
+    return {"arch": arch, "state_dict": blob["state_dict"], "meta": meta}

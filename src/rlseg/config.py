@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import logging
 import os
 from pathlib import Path
 
@@ -15,7 +16,10 @@ import yaml
 # the package carries the schema (workflow/schemas/ links to it), so the library works outside a checkout
 SCHEMA = Path(__file__).resolve().with_name("config.schema.yaml")
 
-__all__ = ["ConfigError", "allowed", "check_choice", "check_config", "defaults", "load_config", "schema"]
+__all__ = ["ConfigError", "allowed", "check_choice", "check_config", "check_single_class", "defaults", "load_config",
+           "photo_recipe_warning", "schema"]
+
+log = logging.getLogger("rlseg")
 
 
 class ConfigError(ValueError):
@@ -111,18 +115,9 @@ def check_config(config: dict) -> None:
             raise ConfigError(f"classes: {bad} are not shapes of the synthetic world {list(SHAPES)}, which {keys} "
                               "= synthetic draws; set images.source and eval.source for your classes (e.g. "
                               "eval: {source: voc2012})")
-    sc = config["single_class"]
-    sides = [("single_class.resolutions", r) for r in sc["resolutions"]]
-    if config["pseudo_gt"]["resolution"] is not None:
-        sides.append(("pseudo_gt.resolution", config["pseudo_gt"]["resolution"]))
-    for key, r in sides:
-        if r % 32:
-            raise ConfigError(f"{key}: {r} is not a multiple of 32 (the U-Net downsamples 5x)")
-    if sc["sigma_start"] > sc["sigma_end"]:
-        raise ConfigError("single_class.sigma_start must not exceed single_class.sigma_end")
-    from rlseg.architectures import check_multiclass, check_unet  # here: it imports this module
+    check_single_class(config["single_class"], config["pseudo_gt"]["resolution"])
+    from rlseg.architectures import check_multiclass  # here: it imports this module
 
-    check_unet(sc)
     mc = config["multiclass"]
     check_multiclass(mc)
     if mc["scale_min"] > mc["scale_max"]:
@@ -134,7 +129,81 @@ def check_config(config: dict) -> None:
     if ev["source"] == "voc_dir":
         if not ev.get("root") or not Path(ev["root"]).is_dir():
             raise ConfigError(f"eval.root: VOC-layout folder {ev.get('root')!r} is missing (eval.source = voc_dir)")
+        _check_eval_dir(ev["root"], ev["split"], classes)
+    _check_results(config)
+    warning = photo_recipe_warning(config)
+    if warning:
+        log.warning("%s", warning)
     if config["single_class"]["init"] == "base" and config["base_model"]["source"] == "folder":
         root = config["base_model"].get("root")
         if not root or not Path(root).is_dir():
             raise ConfigError(f"base_model.root: folder {root!r} is missing (base_model.source = folder)")
+
+
+def check_single_class(sc: dict, label_resolution: int | None = None) -> None:
+    """Checks of the ``single_class`` settings beyond the schema, shared by the workflow and ``rlseg train``:
+    resolutions (and the labelling resolution) multiples of 32, σ rising, a U-Net that can be built.
+
+    Raises:
+        ConfigError: naming the key.
+    """
+    sides = [("single_class.resolutions", r) for r in sc["resolutions"]]
+    if label_resolution is not None:
+        sides.append(("pseudo_gt.resolution", label_resolution))
+    for key, r in sides:
+        if r % 32:
+            raise ConfigError(f"{key}: {r} is not a multiple of 32 (the U-Net downsamples 5x)")
+    if sc["sigma_start"] > sc["sigma_end"]:
+        raise ConfigError("single_class.sigma_start must not exceed single_class.sigma_end")
+    from rlseg.architectures import check_unet  # here: it imports this module
+
+    check_unet(sc)
+
+
+def _check_eval_dir(root: str, split: str, classes: list[str]) -> None:
+    """A VOC-layout evaluation folder, checked before any job: layout, ids, labels, sizes (the first fault named)."""
+    from rlseg.imageio import BadImageError
+    from rlseg.io import UnsafeNameError
+    from rlseg.voc import check_samples, label_count, read_voc_dir
+
+    try:
+        check_samples(read_voc_dir(root, split), label_count(classes))
+    except (FileNotFoundError, UnsafeNameError, BadImageError) as err:
+        raise ConfigError(f"eval.root: {err}") from None
+
+
+def _inside(a: Path, b: Path) -> bool:
+    return a == b or b in a.parents
+
+
+def _check_results(config: dict) -> None:
+    """The results folder holds only outputs: not empty, not the file system's root, not the working folder or a
+    folder above it, and apart from every input folder (nothing inside one, none inside it)."""
+    raw = config["results"]
+    if not raw.strip():
+        raise ConfigError("results: empty; name the folder every output goes to (e.g. results)")
+    results = Path(raw).resolve()
+    if _inside(Path.cwd().resolve(), results):
+        raise ConfigError(f"results: {raw!r} is the working folder or a folder above it ({results}); outputs "
+                          "need a folder of their own (e.g. results)")
+    inputs = {"images.root": config["images"].get("root"), "eval.root": config["eval"].get("root"),
+              "base_model.root": config["base_model"].get("root")}
+    for key, root in inputs.items():
+        if root and (_inside(results, Path(root).resolve()) or _inside(Path(root).resolve(), results)):
+            raise ConfigError(f"results: {raw!r} overlaps {key} {root!r}; outputs must not be written among inputs")
+
+
+# what the synthetic world's recipe (config.yaml) leaves as it is and configs/photos.yaml changes
+_SYNTHETIC_RECIPE = {("single_class", "init"): "anneal", ("single_class", "resolutions"): [128]}
+
+
+def photo_recipe_warning(config: dict) -> str | None:
+    """A warning when photographs (any source but the synthetic world) are trained with the synthetic world's
+    recipe (annealing each class from scratch at 128 px only), or None."""
+    if config["images"]["source"] == "synthetic":
+        return None
+    if all(config[block][key] == value for (block, key), value in _SYNTHETIC_RECIPE.items()):
+        return ("images.source is {!r} but the method settings are the synthetic world's (single_class.init: anneal, "
+                "resolutions: [128]); for photographs add configs/photos.yaml after config.yaml: "
+                "--configfile config.yaml configs/photos.yaml <your file>").format(config["images"]["source"])
+    return None

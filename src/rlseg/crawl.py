@@ -2,8 +2,10 @@
 
 icrawler's own downloader opens images with PIL and catches only ``OSError``, so a decompression bomb or another
 decoder error kills its thread. :class:`CheckedDownloader` replaces its ``download``: it retries network errors
-with exponential backoff (counted), decodes each response with :func:`rlseg.imageio.load_image`, and turns
-every failure into a counted, recorded rejection. Files are named by their SHA-1, never by the URL.
+with exponential backoff (counted), reads each response up to ``web.max_bytes`` within ``web.deadline`` seconds
+(a trickling server cannot hold a thread), decodes it with :func:`rlseg.imageio.load_image`, and turns every
+failure into a counted, recorded rejection. Files are named by their SHA-1, never by the URL, written under a
+temporary name and renamed; a file already there is trusted only when its bytes hash to its name.
 """
 
 from __future__ import annotations
@@ -21,8 +23,10 @@ from pathlib import Path
 from icrawler import ImageDownloader
 from PIL import Image
 
+from rlseg.config import defaults
 from rlseg.imageio import MAX_PIXELS, MIN_SIDE, BadImageError, load_image
 from rlseg.ingest import WEB_COLUMNS, dhash
+from rlseg.io import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +48,48 @@ class NetworkUnavailable(RuntimeError):
     """The search engine cannot be reached."""
 
 
+class _TooLarge(Exception):
+    pass
+
+
+class _TooSlow(Exception):
+    pass
+
+
+WEB = defaults("web")
+
+
+def read_body(response, max_bytes: int, deadline: float) -> bytes:
+    """The body of a streamed ``requests`` response, refused past ``max_bytes`` bytes or ``deadline`` seconds."""
+    size = response.headers.get("Content-Length", "")
+    if size.isdigit() and int(size) > max_bytes:
+        raise _TooLarge(f"response of {int(size)} bytes > web.max_bytes = {max_bytes}")
+    end = time.monotonic() + deadline
+    chunks, total = [], 0
+    for chunk in response.iter_content(chunk_size=65536):
+        total += len(chunk)
+        if total > max_bytes:
+            raise _TooLarge(f"response over web.max_bytes = {max_bytes} bytes")
+        if time.monotonic() > end:
+            raise _TooSlow(f"download not done within web.deadline = {deadline:g} s")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def store(folder: Path, filename: str, data: bytes, digest: str) -> Path:
+    """Write ``data`` as ``folder/filename`` atomically, unless a file whose bytes hash to ``digest`` is there (a
+    file an interrupted crawl left half-written is replaced)."""
+    path = folder / filename
+    if path.is_file():
+        with open(path, "rb") as fh:
+            if hashlib.file_digest(fh, "sha1").hexdigest() == digest:
+                return path
+        log.warning("%s: bytes do not match its name (an interrupted download?): written again", path)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return path
+
+
 def default_queries(cls: str) -> list[str]:
     """Search words for a class name (VOC names made searchable: aeroplane -> airplane)."""
     return [SEARCH_WORDS.get(cls, cls.replace("_", " "))]
@@ -62,8 +108,10 @@ class CheckedDownloader(ImageDownloader):
     engine: str = ""
     query: str = ""
     backoff: float = 0.5
-    retries: int = 3
-    timeout: float = 10.0
+    retries: int = WEB["retries"]
+    timeout: float = WEB["timeout"]
+    max_bytes: int = WEB["max_bytes"]
+    deadline: float = WEB["deadline"]
     _record_lock = threading.Lock()
 
     def _record(self, row: dict, counter: str) -> None:
@@ -82,26 +130,29 @@ class CheckedDownloader(ImageDownloader):
         task["filename"] = None
         base = {"path": "", "sha1": "", "width": "", "height": "", "status": "skipped", "reason": "", "url": url,
                 "engine": self.engine, "query": self.query, "dhash": ""}
-        response = None
+        data = None
         for attempt in range(max(1, max_retry)):
             if self.signal.get("reach_max_num"):
                 return False
             try:
-                response = self.session.get(url, timeout=timeout)
+                with self.session.get(url, timeout=timeout, stream=True) as response:
+                    if response.status_code != 200:
+                        self._record({**base, "reason": f"HTTP {response.status_code}"}, "failed")
+                        return False
+                    data = read_body(response, self.max_bytes, self.deadline)
                 break
+            except (_TooLarge, _TooSlow) as err:
+                self._record({**base, "reason": str(err)}, "rejected")
+                return False
             except Exception as err:  # noqa: BLE001 - requests raises many network error types
                 with self._record_lock:
                     self.counters["network_errors"] = self.counters.get("network_errors", 0) + 1
                 last = f"{type(err).__name__}: {err}"
                 if attempt + 1 < max_retry:
                     time.sleep(self.backoff * 2**attempt)
-        if response is None:
+        if data is None:
             self._record({**base, "reason": f"network error after {max_retry} tries ({last[:200]})"}, "failed")
             return False
-        if response.status_code != 200:
-            self._record({**base, "reason": f"HTTP {response.status_code}"}, "failed")
-            return False
-        data = response.content
         try:
             img = load_image(url, max_pixels=self.max_pixels, min_side=self.min_side, data=data)
             with Image.open(io.BytesIO(data)) as raw:
@@ -116,9 +167,8 @@ class CheckedDownloader(ImageDownloader):
                 self.signal.set(reach_max_num=True)
                 return False
             self.fetched_num += 1
-        if not self.storage.exists(filename):
-            self.storage.write(filename, data)
-        row = {**base, "path": str(Path(self.storage.root_dir) / filename), "sha1": digest, "width": img.size[0],
+        path = store(Path(self.storage.root_dir), filename, data, digest)
+        row = {**base, "path": str(path), "sha1": digest, "width": img.size[0],
                "height": img.size[1], "status": "used", "dhash": f"{dhash(img):016x}"}
         self._record(row, "downloaded")
         task["success"] = True
@@ -126,12 +176,16 @@ class CheckedDownloader(ImageDownloader):
         return True
 
 
-def _downloader_for(records: list[dict], counters: dict[str, int], images: dict, engine: str, query: str,
-                    backoff: float, retries: int, timeout: float) -> type[CheckedDownloader]:
+def _downloader_for(records: list[dict], counters: dict[str, int], images: dict, web: dict, engine: str,
+                    query: str, backoff: float) -> type[CheckedDownloader]:
+    """A downloader class bound to this crawl's records and settings (``web``: the config's web block; keys it
+    lacks take the schema's defaults)."""
+    web = {**WEB, **web}
     return type("BoundCheckedDownloader", (CheckedDownloader,), {
         "records": records, "counters": counters, "max_pixels": images.get("max_pixels", MAX_PIXELS),
         "min_side": images.get("min_side", MIN_SIDE), "engine": engine, "query": query, "backoff": backoff,
-        "retries": retries, "timeout": timeout,
+        "retries": web["retries"], "timeout": web["timeout"], "max_bytes": web["max_bytes"],
+        "deadline": web["deadline"],
     })
 
 
@@ -161,8 +215,9 @@ def _finish(records: list[dict], counters: dict[str, int], folder: Path) -> list
 
 
 def crawl_urls(urls: list[str], folder: str | os.PathLike, images: dict | None = None, threads: int = 2,
-               retries: int = 3, timeout: float = 5, backoff: float = 0.2) -> list[dict]:
-    """Download a list of image URLs through icrawler's ``UrlListCrawler`` with :class:`CheckedDownloader`."""
+               web: dict | None = None, backoff: float = 0.2) -> list[dict]:
+    """Download a list of image URLs through icrawler's ``UrlListCrawler`` with :class:`CheckedDownloader`
+    (``web``: retries, timeout, max_bytes, deadline; the schema's defaults for the keys it lacks)."""
     from icrawler.builtin import UrlListCrawler
 
     folder = Path(folder)
@@ -174,7 +229,7 @@ def crawl_urls(urls: list[str], folder: str | os.PathLike, images: dict | None =
     url_file = Path(fh.name)
     try:
         crawler = UrlListCrawler(
-            downloader_cls=_downloader_for(records, counters, images or {}, "urls", "", backoff, retries, timeout),
+            downloader_cls=_downloader_for(records, counters, images or {}, web or {}, "urls", "", backoff),
             downloader_threads=threads, storage={"root_dir": str(folder)}, log_level=logging.CRITICAL,
         )
         crawler.crawl(str(url_file), max_num=0)
@@ -200,7 +255,7 @@ def crawl_class(cls: str, web: dict, images: dict, folder: str | os.PathLike) ->
     counters: dict[str, int] = {}
     per_query = max(1, web["max_images"] // len(queries))
     for q in queries:
-        dl = _downloader_for(records, counters, images, engine, q, 0.5, web.get("retries", 3), web.get("timeout", 10))
+        dl = _downloader_for(records, counters, images, web, engine, q, 0.5)
         common = {"downloader_cls": dl, "downloader_threads": web.get("threads", 4),
                   "storage": {"root_dir": str(folder)}, "log_level": logging.WARNING}
         if engine == "flickr":

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rlseg.imageio import load_mask
+from rlseg.imageio import BadImageError, load_mask
 from rlseg.io import write_csv, write_text
 from rlseg.metrics import ConfusionMatrix, iou_per_class
 
@@ -52,12 +52,22 @@ def confusion(
     """
     cm = ConfusionMatrix(len(ids) + 1)
     for truth_path, pred_path in pairs:
-        truth = load_mask(truth_path, num_classes=num_labels)
-        pred = load_mask(pred_path, size=(truth.shape[1], truth.shape[0]), num_classes=num_labels)
+        truth, pred = _same_size(truth_path, pred_path, num_labels, "prediction", "true mask")
         pred_rows = remap_truth(pred, ids)
         pred_rows[pred_rows == 255] = 0
         cm.update(remap_truth(truth, ids), pred_rows)
     return cm.matrix
+
+
+def _same_size(truth_path: str | os.PathLike, label_path: str | os.PathLike, num_labels: int, what: str,
+               against: str) -> tuple[np.ndarray, np.ndarray]:
+    """(truth, label) read as label ids; a label whose size differs from its true mask is named as what it is."""
+    truth = load_mask(truth_path, num_classes=num_labels)
+    label = load_mask(label_path, num_classes=num_labels)
+    if label.shape != truth.shape:
+        raise BadImageError(label_path, f"{what} is {label.shape[1]}x{label.shape[0]}, its {against} {truth_path} "
+                            f"is {truth.shape[1]}x{truth.shape[0]}")
+    return truth, label
 
 
 def scores(matrix: np.ndarray, class_names: Sequence[str], ids: Sequence[int]) -> tuple[float, list[dict]]:
@@ -125,8 +135,7 @@ def label_jaccard(
     """
     scores: dict[int, list[float]] = {}
     for label_path, mask_path, cid in triples:
-        truth = load_mask(mask_path, num_classes=256)
-        label = load_mask(label_path, size=(truth.shape[1], truth.shape[0]), num_classes=256)
+        truth, label = _same_size(mask_path, label_path, 256, "label", "true mask")
         keep = truth != 255
         t, p = truth[keep] == cid, label[keep] == cid
         union = int((t | p).sum())

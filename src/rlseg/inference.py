@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from rlseg.checkpoint import load_weights
+from rlseg.checkpoint import CheckpointMismatch, load_weights
 from rlseg.data import resized_tensor
 from rlseg.models import build_multiclass, build_unet
 from rlseg.train import predict
@@ -32,12 +32,16 @@ class LoadedModel:
 def load_model(path: str | os.PathLike, device: torch.device) -> LoadedModel:
     """Read a single-class (``model_final.pt``) or multi-class (``multiclass/*/model.pt``) weights file."""
     blob = load_weights(path)
-    if "num_classes" in blob["arch"]:
-        net, kind, res = build_multiclass(blob["arch"], pretrained=False), "multiclass", 0
-    else:
-        net, kind = build_unet(blob["arch"], pretrained=False), "single_class"
-        res = int(blob["meta"].get("resolution", 128))
-    net.load_state_dict(blob["state_dict"])
+    try:
+        if "num_classes" in blob["arch"]:
+            net, kind, res = build_multiclass(blob["arch"], pretrained=False), "multiclass", 0
+        else:
+            net, kind = build_unet(blob["arch"], pretrained=False), "single_class"
+            res = int(blob["meta"].get("resolution", 128))
+        net.load_state_dict(blob["state_dict"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:  # an architecture or weights that do not fit
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointMismatch(f"{path}: its weights do not fit the architecture it records ({first})") from None
     return LoadedModel(net.to(device).eval(), kind, res)
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from rlseg.imageio import IMAGE_SUFFIXES, MAX_PIXELS, MIN_SIDE, BadImageError, load_image
+from rlseg.imageio import IMAGE_SUFFIXES, MAX_PIXELS, MIN_SIDE, BadImageError, load_image, regular_file
 from rlseg.io import write_csv
 
 log = logging.getLogger(__name__)
@@ -56,17 +56,16 @@ def hamming(a: int, b: int) -> int:
 
 
 def folder_images(folder: str | os.PathLike) -> list[Path]:
-    """Image files (jpg, jpeg, png, any case) directly in ``folder``, sorted by name."""
+    """Entries named like images (jpg, jpeg, png, any case) directly in ``folder``, sorted by name; hidden ones left
+    out. Whether each is a regular file is for the reader to check (:func:`check_files` skips the others, naming
+    what they are)."""
     folder = Path(folder)
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
 
 
 def _outside(path: Path, root: Path) -> bool:
-    try:
-        path.resolve().relative_to(root.resolve())
-        return False
-    except ValueError:
-        return True
+    """Whether ``path`` (already known to resolve: :func:`rlseg.imageio.regular_file`) lies outside ``root``."""
+    return os.path.commonpath([os.path.realpath(path), os.path.realpath(root)]) != os.path.realpath(root)
 
 
 def check_files(
@@ -78,7 +77,8 @@ def check_files(
 ) -> list[dict]:
     """Check each file and return candidate rows (used or skipped with the reason, and a difference hash).
 
-    A file is skipped when it is a symlink pointing outside ``root``, does not decode, is a decompression
+    A file is skipped when it is not a regular file (a FIFO, socket, device or directory; a dangling link or a link
+    loop), a symlink pointing outside ``root``, does not decode, is a decompression
     bomb (> ``max_pixels``), has a side shorter than ``min_side``, or has the same bytes as an earlier file.
     Near-duplicates are found later, across all classes (:func:`finalize_manifests`).
 
@@ -92,6 +92,7 @@ def check_files(
         row = {"path": str(path), "sha1": "", "width": "", "height": "", "status": "skipped", "reason": "",
                "dhash": ""}
         try:
+            regular_file(path)
             if root is not None and path.is_symlink() and _outside(path, Path(root)):
                 raise BadImageError(path, f"symlink pointing outside the data folder ({os.readlink(path)})")
             try:

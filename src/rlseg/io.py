@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import os
+import re
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -17,7 +18,69 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-__all__ = ["atomic_path", "save_png", "save_torch", "write_csv", "write_text"]
+__all__ = ["UnsafeNameError", "atomic_path", "child_path", "plain_name", "save_png", "save_torch", "unique_stems",
+           "write_csv", "write_text"]
+
+
+class UnsafeNameError(ValueError):
+    """A name read from data (a list file, a folder) that cannot be used as one file name."""
+
+
+def plain_name(name: str, where: str = "") -> str:
+    """``name`` if it is usable as one file name inside a folder: not empty, no path separator, not ``.``/``..``,
+    no NUL or line break. ``where`` (a file and line) goes into the error.
+
+    Raises:
+        UnsafeNameError: naming ``where`` and the name.
+    """
+    seps = {"/", "\\", "\0", "\n", "\r"} | ({os.sep, os.altsep} - {None})
+    if not name or name.strip() != name or name in (".", "..") or any(c in name for c in seps):
+        raise UnsafeNameError(f"{where + ': ' if where else ''}{name!r} is not a plain file name (empty, "
+                              "surrounded by spaces, '.', '..', or holding a path separator)")
+    return name
+
+
+def child_path(folder: str | os.PathLike, name: str, suffix: str = "") -> Path:
+    """``folder / (name + suffix)`` after checking that ``name`` is a plain name, so the path stays in ``folder``."""
+    path = Path(folder) / (plain_name(name) + suffix)
+    if path.parent != Path(folder):
+        raise UnsafeNameError(f"{name!r} would leave {folder}")
+    return path
+
+
+def unique_stems(paths: Sequence[str | os.PathLike]) -> list[str]:
+    """One output name per input file, never shared: the file's stem where no other input has it (``x.jpg`` ->
+    ``x``), else its name with the suffix kept (``x.jpg`` -> ``x_jpg``, ``x.png`` -> ``x_png``), and, for the same
+    file name in two folders, a running number after it (``x_jpg_2``). Case is ignored when comparing, as on
+    case-insensitive file systems."""
+    stems = [Path(p).stem for p in paths]
+    counts: dict[str, int] = {}
+    for s in stems:
+        counts[s.lower()] = counts.get(s.lower(), 0) + 1
+    out: list[str] = []
+    taken: set[str] = {s.lower() for s in stems if counts[s.lower()] == 1}
+    for p, s in zip(paths, stems, strict=True):
+        if counts[s.lower()] == 1:
+            out.append(s)
+            continue
+        name = Path(p).name.replace(".", "_")
+        cand, k = name, 1
+        while cand.lower() in taken:
+            k += 1
+            cand = f"{name}_{k}"
+        taken.add(cand.lower())
+        out.append(cand)
+    return out
+
+
+def _remove_stale_temps(path: Path) -> None:
+    """Temp files an interrupted (killed) write of ``path`` left beside it: the next write of ``path`` removes them."""
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.[A-Za-z0-9_]{{8}}\.tmp")
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(path.parent):
+            if pattern.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
 
 
 _UMASK = os.umask(0)
@@ -26,9 +89,12 @@ os.umask(_UMASK)
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds."""
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
+
+    Temp files that a killed earlier write of ``path`` left behind are removed first."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temps(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)

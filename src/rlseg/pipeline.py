@@ -24,7 +24,7 @@ from rlseg.ingest import (
     used_paths,
     write_manifest,
 )
-from rlseg.io import atomic_path, save_png, write_csv
+from rlseg.io import atomic_path, child_path, save_png, unique_stems, write_csv
 from rlseg.voc import voc_palette
 
 # torch and the training code are imported by the steps that use them: the seconds-long jobs (ingest, manifests,
@@ -179,12 +179,14 @@ def make_pseudo_gt(model_path: str, manifest: str, class_id: int, out_pairs: str
     paths = used_paths(manifest)
     outdir = Path(out_pairs).parent
     pal = voc_palette()
+    names = unique_stems(paths)  # x.jpg and x.png of one class keep a label each
     rows = []
     for i in tqdm(range(0, len(paths), batch_size), desc="pseudo-gt", mininterval=5):
         chunk = paths[i : i + batch_size]
         images = [load_image(p) for p in chunk]  # decoded once: resized for the CNN, sized for the label
-        for p, label in zip(chunk, segment(model, images, dev, class_id, resolution), strict=True):
-            out = outdir / f"{Path(p).stem}.png"
+        for p, name, label in zip(chunk, names[i : i + batch_size], segment(model, images, dev, class_id, resolution),
+                                  strict=True):
+            out = child_path(outdir, name, ".png")
             save_png(out, label, palette=pal)
             rows.append({"image": p, "label": str(out), "object_fraction": round(float(label.mean() / class_id), 4)})
     write_csv(out_pairs, rows, ["image", "label", "object_fraction"])
@@ -247,9 +249,10 @@ def run_multiclass(pair_files: Sequence[str], ids: dict[str, int], settings: dic
     write_csv(history_out, rows)
 
 
-def resolve_eval_set(settings: dict, results: str, index_out: str) -> None:
-    """Write the evaluation index (id, image, mask) for the configured evaluation source."""
-    from rlseg.voc import download_voc2012, eval_voc_root, read_voc_dir
+def resolve_eval_set(settings: dict, results: str, index_out: str, classes: Sequence[str]) -> None:
+    """Write the evaluation index (id, image, mask) for the configured evaluation source, after checking every
+    sample (:func:`rlseg.voc.check_samples`: readable, labels of ``classes`` or 255, mask and image of one size)."""
+    from rlseg.voc import check_samples, download_voc2012, eval_voc_root, label_count, read_voc_dir
 
     source = settings["source"]
     if source == "synthetic":
@@ -259,6 +262,7 @@ def resolve_eval_set(settings: dict, results: str, index_out: str) -> None:
     else:
         root = Path(settings["root"])
     samples = read_voc_dir(root, settings["split"])
+    check_samples(samples, label_count(list(classes)))
     write_csv(index_out, [{"id": s.image_id, "image": str(s.image), "mask": str(s.mask)} for s in samples],
               ["id", "image", "mask"])
     log.info("evaluation set %s: %d images from %s -> %s", source, len(samples), root, index_out)
@@ -275,7 +279,7 @@ def predict_eval_set(model_path: str, index: str, pairs_out: str, outdir: str | 
     rows = []
     for r in tqdm(read_manifest(index), desc="predict", mininterval=5):
         pred = segment(model, [load_image(r["image"], min_side=1)], dev)[0]
-        out = Path(outdir) / f"{r['id']}.png"
+        out = child_path(outdir, r["id"], ".png")
         save_png(out, pred, palette=pal)
         rows.append({"id": r["id"], "mask": r["mask"], "prediction": str(out)})
     write_csv(pairs_out, rows, ["id", "mask", "prediction"])

@@ -9,6 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
+from rlseg.imageio import load_mask, upright_size
+from rlseg.io import UnsafeNameError, child_path, plain_name, write_text
+
 VOC_CLASSES = (
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
     "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
@@ -20,7 +23,10 @@ __all__ = [
     "class_ids",
     "download_voc2012",
     "eval_voc_root",
+    "read_ids",
     "read_voc_dir",
+    "check_samples",
+    "label_count",
     "voc_palette",
     "voc_palette_array",
     "write_voc_dir_index",
@@ -63,36 +69,77 @@ class VocSample:
     mask: Path
 
 
+def read_ids(index: str | os.PathLike) -> list[str]:
+    """The image ids of a VOC list file (one a line; blank lines skipped), each checked to be a plain file name
+    (:func:`rlseg.io.plain_name`: no separator, no ``..``) and listed once.
+
+    Raises:
+        UnsafeNameError: naming the file, the line and the id.
+    """
+    ids: dict[str, int] = {}
+    for n, line in enumerate(Path(index).read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        image_id = plain_name(line.strip(), f"{index}, line {n}")
+        if image_id in ids:
+            raise UnsafeNameError(f"{index}, line {n}: id {image_id!r} listed again (first on line {ids[image_id]})")
+        ids[image_id] = n
+    return list(ids)
+
+
 def read_voc_dir(root: str | os.PathLike, split: str = "val") -> list[VocSample]:
     """List the samples of a VOC-layout directory (``JPEGImages/``, ``SegmentationClass/``,
     ``ImageSets/Segmentation/<split>.txt``).
 
     Raises:
         FileNotFoundError: naming the missing part of the layout or the first missing image or mask.
+        UnsafeNameError: an id that is not a plain file name, or listed twice (:func:`read_ids`).
     """
     root = Path(root)
     index = root / "ImageSets" / "Segmentation" / f"{split}.txt"
-    if not index.is_file():
-        raise FileNotFoundError(f"{index}: split file missing; a VOC-layout directory needs "
-                                "JPEGImages/, SegmentationClass/ and ImageSets/Segmentation/<split>.txt")
+    missing = [d for d in ("JPEGImages", "SegmentationClass") if not (root / d).is_dir()]
+    if missing or not index.is_file():
+        what = f"{', '.join(missing)} missing" if missing else f"split file {index} missing"
+        raise FileNotFoundError(f"{root}: not a VOC-layout folder ({what}); it needs JPEGImages/, "
+                                f"SegmentationClass/ and ImageSets/Segmentation/{split}.txt")
     samples = []
-    for line in index.read_text().split():
-        image = root / "JPEGImages" / f"{line}.jpg"
-        if not image.is_file():
-            alt = image.with_suffix(".png")
-            image = alt if alt.is_file() else image
-        mask = root / "SegmentationClass" / f"{line}.png"
+    for image_id in read_ids(index):
+        image = child_path(root / "JPEGImages", image_id, ".jpg")
+        if not os.path.lexists(image) and os.path.lexists(image.with_suffix(".png")):
+            image = image.with_suffix(".png")
+        mask = child_path(root / "SegmentationClass", image_id, ".png")
         for p in (image, mask):
-            if not p.is_file():
+            if not os.path.lexists(p):
                 raise FileNotFoundError(f"{p}: listed in {index} but missing")
-        samples.append(VocSample(line, image, mask))
+        samples.append(VocSample(image_id, image, mask))
     return samples
+
+
+def label_count(classes: list[str]) -> int:
+    """How many label values a mask of these classes may hold besides void (255): VOC's 21 when every class is a
+    VOC name (the other VOC classes' pixels count as background), else background + the K classes."""
+    return len(VOC_CLASSES) if all(c in VOC_CLASSES[1:] for c in classes) else len(classes) + 1
+
+
+def check_samples(samples: list[VocSample], num_labels: int) -> None:
+    """Check an evaluation set before anything is trained on its account: every image's header reads, every mask
+    decodes, holds only labels 0 .. ``num_labels`` - 1 or 255, and has its image's size (EXIF orientation applied).
+
+    Raises:
+        BadImageError: naming the first file at fault and what is wrong.
+    """
+    from rlseg.imageio import BadImageError
+
+    for s in samples:
+        w, h = upright_size(s.image)
+        mask = load_mask(s.mask, num_classes=num_labels)
+        if mask.shape != (h, w):
+            raise BadImageError(s.mask, f"mask is {mask.shape[1]}x{mask.shape[0]}, its image {s.image} is {w}x{h}")
 
 
 def write_voc_dir_index(root: str | os.PathLike, split: str, ids: list[str]) -> None:
     """Write ``ImageSets/Segmentation/<split>.txt``."""
-    from rlseg.io import write_text
-
+    ids = [plain_name(i) for i in ids]
     write_text(Path(root) / "ImageSets" / "Segmentation" / f"{split}.txt", "".join(f"{i}\n" for i in ids))
 
 
@@ -124,8 +171,6 @@ def download_voc2012(root: str | os.PathLike, split: str = "val") -> Path:
 def prepare_voc2012(root: str | os.PathLike, flag: str | os.PathLike) -> Path:
     """Download VOC 2012 (train and val come in one archive) into ``root`` unless it is there, then write ``flag``
     (the ``VOC2012`` path): the one download that PascalSingle and the evaluation set both wait for."""
-    from rlseg.io import write_text
-
     download_voc2012(root, "train")
     voc = download_voc2012(root, "val")  # present after the train download: a check, not a second download
     write_text(Path(flag), f"{voc}\n")
@@ -144,7 +189,7 @@ def image_labels_from_mask(mask: np.ndarray) -> set[str]:
 
 
 def _read_ids(path: Path) -> list[str]:
-    return path.read_text().split() if path.is_file() else []
+    return read_ids(path) if path.is_file() else []
 
 
 def pascal_single(voc: str | os.PathLike, sbd: str | os.PathLike | None = None) -> list[dict]:
@@ -171,9 +216,9 @@ def pascal_single(voc: str | os.PathLike, sbd: str | os.PathLike | None = None) 
         labels, source = _image_labels(voc, Path(sbd) if sbd else None, image_id)
         if len(labels) != 1:
             continue
-        image = voc / "JPEGImages" / f"{image_id}.jpg"
+        image = child_path(voc / "JPEGImages", image_id, ".jpg")
         if not image.is_file() and sbd is not None:
-            image = Path(sbd) / "img" / f"{image_id}.jpg"
+            image = child_path(Path(sbd) / "img", image_id, ".jpg")
         if image.is_file():
             rows.append({"id": image_id, "class": next(iter(labels)), "path": str(image), "labels_from": source})
     return rows

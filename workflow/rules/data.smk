@@ -121,6 +121,7 @@ rule eval_set:
     params:
         eval=config["eval"],
         results=lambda w, output: results_dir(output[0], 1),
+        classes=CLASSES,
     log:
         f"{R}/logs/eval_set.log",
     benchmark:
