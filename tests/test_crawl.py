@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 from fixtures import bomb_png, cmyk_jpeg, corrupt_jpeg, good_jpeg, good_png, grey_jpeg, html_page, rgba_png, tiny
@@ -45,8 +46,10 @@ class Handler(BaseHTTPRequestHandler):
     hits: dict[str, int] = {}
 
     def do_GET(self):  # noqa: N802 - http.server's name
-        status, body, delay = ROUTES.get(self.path, (404, b"", 0))
         Handler.hits[self.path] = Handler.hits.get(self.path, 0) + 1
+        if self.path in STREAMED:
+            return self.stream(*STREAMED[self.path])
+        status, body, delay = ROUTES.get(self.path, (404, b"", 0))
         if delay:
             time.sleep(delay)
         try:
@@ -57,8 +60,30 @@ class Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             pass
 
+    def stream(self, body: bytes, pause: float, declare_length: bool) -> None:
+        """Send ``body`` in 1 kB pieces, ``pause`` seconds apart; without a Content-Length when not declared."""
+        try:
+            self.send_response(200)
+            if declare_length:
+                self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            for i in range(0, len(body), 1024):
+                self.wfile.write(body[i : i + 1024])
+                self.wfile.flush()
+                time.sleep(pause)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
     def log_message(self, *args):
         pass
+
+
+BIG = good_jpeg(7) + bytes(200_000)  # a valid JPEG followed by padding: only its size is wrong
+STREAMED = {
+    "/big-declared.jpg": (BIG, 0.0, True),  # refused from its Content-Length
+    "/big-undeclared.jpg": (BIG, 0.0, False),  # refused while it downloads
+    "/trickle.jpg": (good_jpeg(8) + bytes(30_000), 0.2, True),  # a byte stream well within the timeout per read
+}
 
 
 @pytest.fixture()
@@ -116,3 +141,34 @@ def test_offline_crawl_fails_fast_with_the_network_message(engine, tmp_path, mon
     with pytest.raises(NetworkUnavailable, match=r"no network.*source: folder"):
         crawl_class("horse", {"engine": engine, "max_images": 10, "queries": {}}, {}, tmp_path / "horse")
     assert time.time() - t0 < 5
+
+
+def test_size_cap_and_deadline_refuse_large_and_trickling_responses(server, tmp_path):
+    folder = tmp_path / "web" / "horse"
+    t0 = time.time()
+    rows = crawl_urls([server + p for p in STREAMED] + [server + "/good.jpg"], folder, images={"min_side": 32},
+                      threads=2, web={"retries": 0, "timeout": 2.0, "max_bytes": 100_000, "deadline": 1.5})
+    assert time.time() - t0 < 20  # the trickle alone would take 6 s, and forever with a slower server
+    by = {r["url"][len(server):]: r for r in rows}
+    assert "web.max_bytes" in by["/big-declared.jpg"]["reason"]
+    assert "web.max_bytes" in by["/big-undeclared.jpg"]["reason"]
+    assert "web.deadline" in by["/trickle.jpg"]["reason"]
+    assert by["/good.jpg"]["status"] == "used"
+    assert sorted(p.name for p in folder.iterdir()) == [Path(by["/good.jpg"]["path"]).name]
+
+
+def test_a_half_written_file_from_an_interrupted_crawl_is_written_again(server, tmp_path):
+    import hashlib
+
+    folder = tmp_path / "web" / "horse"
+    folder.mkdir(parents=True)
+    body = good_jpeg(0)
+    sha1 = hashlib.sha1(body).hexdigest()
+    (folder / f"{sha1}.jpg").write_bytes(body[: len(body) // 3])  # what a killed crawl left
+    (folder / f".{sha1}.jpg.abcd1234.tmp").write_bytes(body[:10])  # and its temp file
+    rows = crawl_urls([server + "/good.jpg"], folder, images={"min_side": 32}, threads=1)
+    assert rows[0]["status"] == "used" and rows[0]["sha1"] == sha1
+    assert (folder / f"{sha1}.jpg").read_bytes() == body
+    assert sorted(p.name for p in folder.iterdir()) == [f"{sha1}.jpg"]
+    rows = crawl_urls([server + "/good.jpg"], folder, images={"min_side": 32}, threads=1)  # intact: kept as it is
+    assert rows[0]["status"] == "used" and (folder / f"{sha1}.jpg").read_bytes() == body

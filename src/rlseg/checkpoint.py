@@ -166,6 +166,6 @@ def load_weights(path: str | os.PathLike, model: torch.nn.Module | None = None) 
         try:
             model.load_state_dict(blob["state_dict"])
         except (RuntimeError, TypeError, AttributeError) as err:
-            raise CheckpointMismatch(f"{path}: its weights do not fit its architecture "
-                                     f"({str(err).strip().splitlines()[0]})") from None
+            what = " ".join(line.strip() for line in str(err).strip().splitlines()[:2])[:300]
+            raise CheckpointMismatch(f"{path}: its weights do not fit its architecture ({what})") from None
     return {"arch": arch, "state_dict": blob["state_dict"], "meta": meta}

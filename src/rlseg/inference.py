@@ -40,8 +40,8 @@ def load_model(path: str | os.PathLike, device: torch.device) -> LoadedModel:
             res = int(blob["meta"].get("resolution", 128))
         net.load_state_dict(blob["state_dict"])
     except (KeyError, TypeError, ValueError, RuntimeError) as err:  # an architecture or weights that do not fit
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointMismatch(f"{path}: its weights do not fit the architecture it records ({first})") from None
+        what = " ".join(line.strip() for line in str(err).strip().splitlines()[:2])[:300] or type(err).__name__
+        raise CheckpointMismatch(f"{path}: its weights do not fit the architecture it records ({what})") from None
     return LoadedModel(net.to(device).eval(), kind, res)
 
 
