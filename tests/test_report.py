@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import pytest
 import torch
 from conftest import SMOKE_GROUP
 from PIL import Image
-from snakemake_helpers import rows, snakemake
+from snakemake_helpers import install_only_env, rows, snakemake
 
 from rlseg.evaluate import read_per_class_iou, write_confusion
 from rlseg.io import write_csv
@@ -131,10 +132,20 @@ FIGURES = ["iou_per_class.svg", "images_per_class.svg", "confusion_voc.svg", "co
 
 
 @pytest.fixture(scope="module")
-def report(smoke_run: Path) -> Path:
-    snakemake(smoke_run, "results/figures/loss_accuracy.svg")  # the optional target joins the report
-    snakemake(smoke_run, "--report", "results/report.html", "all", "results/figures/loss_accuracy.svg")
+def report(smoke_run: Path, tmp_path_factory) -> Path:
+    # the README's commands, with only what the README's install brings importable
+    env = install_only_env(tmp_path_factory.mktemp("install_only"))
+    snakemake(smoke_run, "results/figures/loss_accuracy.svg", env=env)  # the optional target joins the report
+    snakemake(smoke_run, "--report", "results/report.html", "all", "results/figures/loss_accuracy.svg", env=env)
     return smoke_run / "results" / "report.html"
+
+
+def test_install_only_env_hides_the_test_extras(tmp_path):
+    env = install_only_env(tmp_path)
+    hidden = subprocess.run([sys.executable, "-c", "import pytest"], env=env, capture_output=True, text=True)
+    assert hidden.returncode == 1 and "No module named 'pytest'" in hidden.stderr
+    for command in (["-m", "rlseg.cli", "--help"], ["-m", "snakemake", "--version"]):
+        subprocess.run([sys.executable, *command], env=env, check=True, capture_output=True, timeout=120)
 
 
 @SMOKE_GROUP
