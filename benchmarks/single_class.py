@@ -39,10 +39,11 @@ from PIL import Image
 
 from rlseg.checkpoint import load_weights
 from rlseg.data import load_binary_masks, load_images
+from rlseg.inference import predict
 from rlseg.io import write_text
 from rlseg.metrics import ConfusionMatrix, f_measure, jaccard, per_image_f_measure
 from rlseg.models import ALL_BLOCKS_ENCODERS, build_unet
-from rlseg.train import SingleClassConfig, predict, train_single_class
+from rlseg.train import SingleClassConfig, train_single_class
 
 SPLITS = {
     "ecssd": (lambda s: s <= "0700", "images", "masks"),

@@ -40,11 +40,13 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from rlseg.data import load_binary_masks, load_images, resized_tensor, to_float
 from rlseg.imageio import load_image
+from rlseg.inference import predict
 from rlseg.metrics import ConfusionMatrix, f_measure
 from rlseg.models import ShiftSumConv2d, SingleClassUNet, build_unet
 from rlseg.pipeline import setup_job
+from rlseg.schedule import EpochPlan
 from rlseg.synthetic import SHAPES, render_image
-from rlseg.train import EpochPlan, SingleClassConfig, fit, predict, stage_plans
+from rlseg.train import SingleClassConfig, fit, stage_plans
 
 PAPER_EPOCHS = 15 + 50  # annealing + normal stage at one resolution
 # epochs taken as measured before the steady state. The first encodes every image and flip (FeatureCache.fill);

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 from snakemake_helpers import REPO
 
-from rlseg.pipeline import single_class_settings
+from rlseg.schedule import single_class_settings
 
 # a short schedule (2 annealing + 4 normal epochs at 128 px, the pipeline's default network) keeps CI quick
 SHORT = ["--anneal-epochs", "2", "--normal-epochs", "4", "--resolutions", "[128]", "--threads", "2"]

@@ -12,10 +12,10 @@ import yaml
 from rlseg.config import SCHEMA, defaults
 from rlseg.multiclass import MultiClassConfig
 from rlseg.synthetic import WorldSpec
-from rlseg.train import SingleClassConfig
+from rlseg.schedule import SingleClassConfig
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "rlseg"
-SECTIONS = [(SingleClassConfig, "single_class", "train.py"), (MultiClassConfig, "multiclass", "multiclass.py"),
+SECTIONS = [(SingleClassConfig, "single_class", "schedule.py"), (MultiClassConfig, "multiclass", "multiclass.py"),
             (WorldSpec, "synthetic", "synthetic.py")]
 
 

@@ -17,7 +17,7 @@ from snakemake_helpers import REPO, SMOKE, recomputed_scores, rows, snakemake
 
 from rlseg.config import load_config
 from rlseg.models import build_unet
-from rlseg.pipeline import single_class_settings
+from rlseg.schedule import single_class_settings
 
 
 @SMOKE_GROUP

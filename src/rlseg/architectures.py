@@ -1,6 +1,6 @@
 """Which networks exist and which of their settings go together: each rule written once, here.
 
-The choices themselves are the schema's enums (``config.schema.yaml``, read by ``rlseg.config.allowed``); this
+The choices themselves are the schema's enums (``config.schema.yaml``, read by ``rlseg.settings.allowed``); this
 module checks them and adds the rules that relate one setting to another. It imports no torch, so the config check
 runs it before any job, and the models run the same functions when they are built: the library refuses what the
 workflow refuses, with the same message. A new smp encoder for the U-Net is its name in the schema's
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from rlseg.config import ConfigError, check_choice, schema
+from rlseg.settings import ConfigError, check_choice, schema
 
 __all__ = [
     "ALL_BLOCKS_ENCODERS",

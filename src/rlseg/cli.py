@@ -24,9 +24,10 @@ from pathlib import Path
 import yaml
 
 from rlseg.checkpoint import CheckpointMismatch
-from rlseg.config import ConfigError, check_single_class, schema
+from rlseg.config import check_single_class
 from rlseg.imageio import BadImageError
 from rlseg.io import UnsafeNameError, unique_stems
+from rlseg.settings import ConfigError, fill_defaults, schema, validate
 from rlseg.voc import voc_palette, voc_palette_array
 
 log = logging.getLogger("rlseg")
@@ -136,30 +137,22 @@ def _add_predict(sub) -> None:
 
 
 def train_settings(args: argparse.Namespace) -> dict:
-    """The single_class settings: the schema's defaults, then the YAML file, then the flags; validated."""
-    import jsonschema
-
-    from rlseg.config import _fill_defaults
-
-    schema = _single_class_schema()
+    """The single_class settings: the schema's defaults, then the YAML file, then the flags; validated and checked
+    as the workflow checks them."""
+    block = _single_class_schema()
     settings: dict = {}
     if args.config:
         settings.update(_config_file(args.config))
-    for key in schema["properties"]:
+    for key in block["properties"]:
         value = getattr(args, key, None)
         if value is not None:
             settings[key] = value
     settings["negatives"] = args.negatives is not None
-    try:
-        jsonschema.validate(settings, schema)
-    except jsonschema.ValidationError as err:
-        where = ".".join(str(p) for p in err.absolute_path) or "single_class"
-        raise ConfigError(f"{where}: {err.message}") from None
-    full = {"properties": {"single_class": schema}}
-    out = {"single_class": copy.deepcopy(settings)}
-    _fill_defaults(full, out)
-    check_single_class(out["single_class"])
-    return out["single_class"]
+    validate(settings, block, prefix="single_class.")
+    settings = copy.deepcopy(settings)
+    fill_defaults(block, settings)
+    check_single_class(settings)
+    return settings
 
 
 def _config_file(path: Path) -> dict:

@@ -1,97 +1,36 @@
-"""Configuration: schema validation (with defaults) and the checks a JSON schema cannot express.
+"""Configuration: the checks a JSON schema cannot express, run before any job, each naming the key or folder at
+fault; and :func:`load_config`, which reads, validates and checks a configuration.
 
-Every check runs before any job and names the key or folder at fault.
+The schema, the defaults and :class:`ConfigError` are :mod:`rlseg.settings`' (re-exported here): this module sits
+above the sources, architectures and data checks it calls.
 """
 
 from __future__ import annotations
 
-import copy
-import functools
 import logging
 import os
 from pathlib import Path
 
-import yaml
+from rlseg.architectures import check_multiclass, check_unet
+from rlseg.imageio import BadImageError
+from rlseg.io import UnsafeNameError
+from rlseg.settings import SCHEMA, ConfigError, allowed, check_choice, defaults, read_config, schema
+from rlseg.sources import get_source
+from rlseg.synthetic import SHAPES
+from rlseg.voc import check_samples, label_count, read_voc_dir
 
-# the package carries the schema (workflow/schemas/ links to it), so the library works outside a checkout
-SCHEMA = Path(__file__).resolve().with_name("config.schema.yaml")
-
-__all__ = ["ConfigError", "allowed", "check_choice", "check_config", "check_single_class", "defaults", "load_config",
-           "photo_recipe_warning", "schema"]
+__all__ = ["SCHEMA", "ConfigError", "allowed", "check_choice", "check_config", "check_single_class", "defaults",
+           "load_config", "photo_recipe_warning", "schema"]
 
 log = logging.getLogger("rlseg")
 
 
-class ConfigError(ValueError):
-    """A configuration value that cannot work; the message names the key."""
-
-
-@functools.cache
-def _schema(path: str) -> dict:
-    return yaml.safe_load(Path(path).read_text())
-
-
-def schema() -> dict:
-    """The package's config schema, parsed once per process (do not modify it)."""
-    return _schema(str(SCHEMA))
-
-
-def defaults(section: str) -> dict:
-    """The schema's default of every key of a config section: the one place a setting's default is written.
-
-    The library's dataclasses and function defaults read theirs from here."""
-    props = schema()["properties"][section]["properties"]
-    return {k: copy.deepcopy(v["default"]) for k, v in props.items() if "default" in v}
-
-
-def allowed(key: str) -> tuple:
-    """The values the schema's enum allows for a dotted key (``precision``, ``single_class.encoder``)."""
-    node = schema()
-    for part in key.split("."):
-        node = node["properties"][part]
-    return tuple(node["enum"])
-
-
-def check_choice(key: str, value: object) -> None:
-    """Refuse a value outside the schema's enum of ``key``, naming it (for callers that bypass the schema)."""
-    if value not in allowed(key):
-        raise ConfigError(f"{key}: must be one of {list(allowed(key))}, not {value!r}")
-
-
-def _fill_defaults(schema: dict, obj: dict) -> None:
-    for key, sub in schema.get("properties", {}).items():
-        if key not in obj and "default" in sub:
-            obj[key] = copy.deepcopy(sub["default"])
-        if isinstance(obj.get(key), dict) and sub.get("type") == "object":
-            _fill_defaults(sub, obj[key])
-
-
 def load_config(*paths: str | os.PathLike, overrides: dict | None = None, schema: str | os.PathLike = SCHEMA) -> dict:
-    """Merge YAML files (later ones win, dicts merged key by key), validate against the schema, fill defaults."""
-    import jsonschema
-
-    config: dict = {}
-    for p in paths:
-        _merge(config, yaml.safe_load(Path(p).read_text()) or {})
-    if overrides:
-        _merge(config, overrides)
-    sch = _schema(str(schema))
-    try:
-        jsonschema.validate(config, sch)
-    except jsonschema.ValidationError as err:
-        where = ".".join(str(p) for p in err.absolute_path) or "<top level>"
-        raise ConfigError(f"config key {where}: {err.message}") from None
-    _fill_defaults(sch, config)
+    """Merge YAML files (later ones win, dicts merged key by key), validate against the schema, fill defaults, and
+    run :func:`check_config`."""
+    config = read_config(*paths, overrides=overrides, schema=schema)
     check_config(config)
     return config
-
-
-def _merge(into: dict, new: dict) -> None:
-    for k, v in new.items():
-        if isinstance(v, dict) and isinstance(into.get(k), dict):
-            _merge(into[k], v)
-        else:
-            into[k] = v
 
 
 def check_config(config: dict) -> None:
@@ -107,8 +46,6 @@ def check_config(config: dict) -> None:
         raise ConfigError(f"classes: duplicate class names {dupes}")
     synthetic = [k for k in ("images", "eval") if config[k]["source"] == "synthetic"]
     if synthetic:
-        from rlseg.synthetic import SHAPES
-
         bad = [c for c in classes if c not in SHAPES]
         if bad:
             keys = " and ".join(f"{k}.source" for k in synthetic)
@@ -116,14 +53,10 @@ def check_config(config: dict) -> None:
                               "= synthetic draws; set images.source and eval.source for your classes (e.g. "
                               "eval: {source: voc2012})")
     check_single_class(config["single_class"], config["pseudo_gt"]["resolution"])
-    from rlseg.architectures import check_multiclass  # here: it imports this module
-
     mc = config["multiclass"]
     check_multiclass(mc)
     if mc["scale_min"] > mc["scale_max"]:
         raise ConfigError("multiclass.scale_min must not exceed multiclass.scale_max")
-    from rlseg.sources import get_source
-
     get_source(config["images"]["source"]).check(config)
     ev = config["eval"]
     if ev["source"] == "voc_dir":
@@ -155,17 +88,11 @@ def check_single_class(sc: dict, label_resolution: int | None = None) -> None:
             raise ConfigError(f"{key}: {r} is not a multiple of 32 (the U-Net downsamples 5x)")
     if sc["sigma_start"] > sc["sigma_end"]:
         raise ConfigError("single_class.sigma_start must not exceed single_class.sigma_end")
-    from rlseg.architectures import check_unet  # here: it imports this module
-
     check_unet(sc)
 
 
 def _check_eval_dir(root: str, split: str, classes: list[str]) -> None:
     """A VOC-layout evaluation folder, checked before any job: layout, ids, labels, sizes (the first fault named)."""
-    from rlseg.imageio import BadImageError
-    from rlseg.io import UnsafeNameError
-    from rlseg.voc import check_samples, label_count, read_voc_dir
-
     try:
         check_samples(read_voc_dir(root, split), label_count(classes))
     except (FileNotFoundError, UnsafeNameError, BadImageError) as err:

@@ -23,10 +23,10 @@ from pathlib import Path
 from icrawler import ImageDownloader
 from PIL import Image
 
-from rlseg.config import defaults
 from rlseg.imageio import MAX_PIXELS, MIN_SIDE, BadImageError, load_image
 from rlseg.ingest import WEB_COLUMNS, dhash
 from rlseg.io import atomic_path
+from rlseg.settings import defaults
 
 log = logging.getLogger(__name__)
 

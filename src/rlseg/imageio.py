@@ -12,14 +12,34 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from rlseg.config import defaults
+from rlseg.settings import defaults
 
 MAX_PIXELS = defaults("images")["max_pixels"]
 MIN_SIDE = defaults("images")["min_side"]
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 __all__ = ["IMAGE_SUFFIXES", "MAX_PIXELS", "MIN_SIDE", "BadImageError", "file_problem", "load_image", "load_mask",
-           "regular_file", "to_rgb", "upright_size"]
+           "regular_file", "to_rgb", "upright_size", "voc_palette", "voc_palette_array"]
+
+
+def voc_palette(n: int = 256) -> list[int]:
+    """The standard VOC colour map as a flat [r, g, b, ...] list of 256 colours (bit-interleaved)."""
+    pal = []
+    for i in range(n):
+        r = g = b = 0
+        c = i
+        for j in range(8):
+            r |= ((c >> 0) & 1) << (7 - j)
+            g |= ((c >> 1) & 1) << (7 - j)
+            b |= ((c >> 2) & 1) << (7 - j)
+            c >>= 3
+        pal += [r, g, b]
+    return pal
+
+
+def voc_palette_array() -> np.ndarray:
+    """The VOC colour map as a [256, 3] uint8 array."""
+    return np.asarray(voc_palette(), dtype=np.uint8).reshape(256, 3)
 
 
 class BadImageError(ValueError):
@@ -42,8 +62,8 @@ def file_problem(path: str | os.PathLike) -> str | None:
     deep inside the decoder: each is found from ``stat`` alone."""
     try:
         st = os.stat(path)  # follows links: a link to a regular file is fine
-    except FileNotFoundError:
-        return "dangling symlink" if os.path.islink(path) else "file not found"
+    except FileNotFoundError as err:
+        return "dangling symlink" if os.path.islink(path) else f"file not found ({err.strerror})"
     except OSError as err:  # ELOOP (a link loop), EACCES, ENAMETOOLONG, ...
         return f"cannot stat ({err.strerror or err})"
     if stat.S_ISREG(st.st_mode):
@@ -174,8 +194,6 @@ def load_mask(path: str | os.PathLike, size: tuple[int, int] | None = None, num_
         raise BadImageError(path, f"mask is {arr.shape[1]}x{arr.shape[0]}, expected {size[0]}x{size[1]}")
     if arr.ndim == 3:
         if palette is None:
-            from rlseg.voc import voc_palette_array
-
             palette = voc_palette_array()
         rgb = arr[..., :3].astype(np.int64)
         codes = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]

@@ -12,11 +12,25 @@ import torch.nn.functional as F
 from PIL import Image
 
 from rlseg.checkpoint import CheckpointMismatch, load_weights
-from rlseg.data import resized_tensor
+from rlseg.data import resized_tensor, to_float
 from rlseg.models import build_multiclass, build_unet
-from rlseg.train import predict
+from rlseg.multiclass import predict_full
+from rlseg.runtime import autocast, resolve_device
 
-__all__ = ["LoadedModel", "load_model", "overlay", "segment"]
+__all__ = ["LoadedModel", "load_model", "overlay", "predict", "segment"]
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, images: torch.Tensor, batch_size: int = 32,
+            device: torch.device | None = None) -> torch.Tensor:
+    """Object probabilities [N, H, W] (float) for uint8 images [N, 3, H, W]."""
+    device = device or resolve_device()
+    model.to(device).eval()
+    out = []
+    for i in range(0, len(images), batch_size):
+        with autocast(device):
+            out.append(model(to_float(images[i : i + batch_size], device))[:, 1].float().cpu())
+    return torch.cat(out) if out else torch.empty(0)
 
 
 @dataclass
@@ -51,8 +65,6 @@ def segment(model: LoadedModel, images: Sequence[Image.Image], device: torch.dev
     get ``class_id`` (probability > 0.5 after bilinear upsampling of its output at ``resolution`` px, by default
     the one it was trained at), a multi-class model's argmax its label ids (single scale, full resolution)."""
     if model.kind == "multiclass":
-        from rlseg.multiclass import predict_full
-
         return [predict_full(model.net, im, device) for im in images]
     side = resolution or model.resolution
     probs = predict(model.net, torch.stack([resized_tensor(im, side) for im in images]), device=device)

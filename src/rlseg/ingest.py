@@ -35,6 +35,7 @@ __all__ = [
     "folder_images",
     "negative_paths",
     "read_manifest",
+    "read_pairs",
     "used_paths",
     "write_manifest",
 ]
@@ -172,6 +173,11 @@ def write_manifest(path: str | os.PathLike, rows: list[dict], columns: Sequence[
 def read_manifest(path: str | os.PathLike) -> list[dict]:
     with open(path, newline="") as fh:
         return list(csv.DictReader(fh))
+
+
+def read_pairs(pair_files: Sequence[str | os.PathLike]) -> list[tuple[str, str]]:
+    """The (image, label) pairs that ``pairs.csv`` files list (pseudo labels, true masks), in order."""
+    return [(r["image"], r["label"]) for f in pair_files for r in read_manifest(f)]
 
 
 def used_paths(path: str | os.PathLike) -> list[str]:

@@ -18,11 +18,11 @@ from PIL import Image
 from tqdm import tqdm
 
 from rlseg.checkpoint import resume, save_checkpoint, save_weights
-from rlseg.config import defaults
 from rlseg.data import to_float
 from rlseg.models import MultiClassNet, build_multiclass
 from rlseg.multiclass_data import AugmentedCrops, DecodedPairs, EpochBatches, epoch_batches
 from rlseg.runtime import NonFiniteLossError, autocast, resolve_device
+from rlseg.settings import defaults
 
 log = logging.getLogger(__name__)
 

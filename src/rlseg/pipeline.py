@@ -10,7 +10,6 @@ import time
 from collections.abc import Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
@@ -21,6 +20,7 @@ from rlseg.ingest import (
     folder_images,
     negative_paths,
     read_manifest,
+    read_pairs,
     used_paths,
     write_manifest,
 )
@@ -29,8 +29,6 @@ from rlseg.voc import voc_palette
 
 # torch and the training code are imported by the steps that use them: the seconds-long jobs (ingest, manifests,
 # evaluation, figures) then start without torch's import, about 2.5 s of each
-if TYPE_CHECKING:
-    from rlseg.train import SingleClassConfig
 
 log = logging.getLogger("rlseg")
 
@@ -40,7 +38,6 @@ __all__ = [
     "make_pseudo_gt",
     "run_single_class",
     "setup_job",
-    "single_class_settings",
 ]
 
 
@@ -100,17 +97,6 @@ def finalize(candidate_files: Sequence[str], manifest_files: Sequence[str], clas
         log.info("class %s: %d images used -> %s", c, sum(r["status"] == "used" for r in manifests[c]), f)
 
 
-def single_class_settings(settings: dict) -> tuple[SingleClassConfig, bool]:
-    """The config's ``single_class`` block as training settings, and whether negatives are used; ``init`` and
-    ``negatives`` are the workflow's keys, not training's."""
-    from rlseg.train import SingleClassConfig
-
-    cfg_dict = dict(settings)
-    cfg_dict.pop("init", None)
-    use_negatives = bool(cfg_dict.pop("negatives", False))
-    return SingleClassConfig.from_dict(cfg_dict), use_negatives
-
-
 def run_single_class(
     cls: str,
     manifest: str,
@@ -133,6 +119,7 @@ def run_single_class(
     import torch
 
     from rlseg.data import load_images, load_label_masks
+    from rlseg.schedule import single_class_settings
     from rlseg.train import train_single_class
 
     cfg, use_negatives = single_class_settings(settings)
@@ -230,10 +217,6 @@ def run_base_model(base: dict, settings: dict, results: str, model_out: str, his
     cfg = {**settings, "negatives": False}
     run_single_class("base", str(manifest), [str(manifest)], ["base"], {"base": 1}, cfg, outdir, model_out,
                      history_out, device=device)
-
-
-def read_pairs(pair_files: Sequence[str]) -> list[tuple[str, str]]:
-    return [(r["image"], r["label"]) for f in pair_files for r in read_manifest(f)]
 
 
 def run_multiclass(pair_files: Sequence[str], ids: dict[str, int], settings: dict, model_out: str,

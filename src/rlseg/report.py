@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 
 from rlseg.evaluate import read_confusion, read_per_class_iou
-from rlseg.ingest import read_manifest
+from rlseg.ingest import read_manifest, read_pairs
 from rlseg.io import atomic_path
 
 __all__ = [
@@ -295,7 +295,6 @@ def class_gallery_rows(
     the evaluation's prediction. True masks come from ``truth_pairs`` (training) and the index (evaluation)."""
     from rlseg.imageio import load_image, load_mask
     from rlseg.inference import load_model, segment
-    from rlseg.pipeline import read_pairs
     from rlseg.runtime import resolve_device
 
     dev = resolve_device(device)

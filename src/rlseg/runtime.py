@@ -8,7 +8,7 @@ import logging
 
 import torch
 
-from rlseg.config import check_choice
+from rlseg.settings import check_choice
 
 __all__ = [
     "EncoderWeightsUnavailable",

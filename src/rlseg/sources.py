@@ -12,6 +12,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from rlseg.ingest import check_files, folder_images, read_manifest
+from rlseg.settings import ConfigError
+from rlseg.voc import VOC_CLASSES, true_mask_for
+
 __all__ = ["ImageSource", "get_source", "register"]
 
 
@@ -29,7 +33,7 @@ class ImageSource:
             :func:`rlseg.ingest.check_files`), from the config's ``images`` and ``web`` blocks.
         true_mask: ``(image path, cls, results) -> mask path or None``; None for a source without masks.
         prepared_by: a file (relative to the results folder) a workflow rule makes before ``candidates`` runs.
-        check: config checks beyond the schema, run before any job (raise :class:`rlseg.config.ConfigError`).
+        check: config checks beyond the schema, run before any job (raise :class:`rlseg.settings.ConfigError`).
         negatives_dir: ``results -> folder`` of extra background-only negatives the source provides, if any.
         monitor_masks_dir: ``results -> folder`` of ``<class>/<stem>.png`` true masks that training may *monitor*
             (F-measure in the history; never a loss), if the source has them there.
@@ -61,8 +65,6 @@ def get_source(name: str) -> ImageSource:
 
 
 def _checked(files: list[Path], images: dict, root: Path | None = None) -> list[dict]:
-    from rlseg.ingest import check_files
-
     return check_files(files, root=root, max_pixels=images["max_pixels"], min_side=images["min_side"],
                        on_bad_image=images["on_bad_image"])
 
@@ -71,8 +73,6 @@ def _checked(files: list[Path], images: dict, root: Path | None = None) -> list[
 
 
 def _synthetic_candidates(cls: str, images: dict, web: dict, results: Path) -> list[dict]:
-    from rlseg.ingest import folder_images
-
     return _checked(folder_images(results / "world" / "images" / cls), images)
 
 
@@ -87,8 +87,6 @@ register(ImageSource(
 
 
 def _folder_candidates(cls: str, images: dict, web: dict, results: Path) -> list[dict]:
-    from rlseg.ingest import folder_images
-
     folder = Path(images["root"]) / cls
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: class folder missing (images.source = folder)")
@@ -96,8 +94,6 @@ def _folder_candidates(cls: str, images: dict, web: dict, results: Path) -> list
 
 
 def _folder_check(config: dict) -> None:
-    from rlseg.config import ConfigError
-
     root = config["images"].get("root")
     if not root:
         raise ConfigError("images.root: required when images.source is folder")
@@ -113,16 +109,11 @@ register(ImageSource(name="folder", candidates=_folder_candidates, check=_folder
 
 
 def _voc_single_candidates(cls: str, images: dict, web: dict, results: Path) -> list[dict]:
-    from rlseg.ingest import read_manifest
-
     index = results / "voc" / "pascal_single.csv"
     return _checked([Path(r["path"]) for r in read_manifest(index) if r["class"] == cls], images)
 
 
 def _voc_single_check(config: dict) -> None:
-    from rlseg.config import ConfigError
-    from rlseg.voc import VOC_CLASSES
-
     if not config["images"].get("root"):
         raise ConfigError("images.root: required when images.source is voc_single (where VOCdevkit is or goes)")
     bad = [c for c in config["classes"] if c not in VOC_CLASSES[1:]]
@@ -131,8 +122,6 @@ def _voc_single_check(config: dict) -> None:
 
 
 def _voc_true_mask(path: str, cls: str, results: Path) -> Path | None:
-    from rlseg.voc import true_mask_for
-
     return true_mask_for(path)
 
 
@@ -141,7 +130,7 @@ register(ImageSource(name="voc_single", candidates=_voc_single_candidates, true_
 
 
 def _web_candidates(cls: str, images: dict, web: dict, results: Path) -> list[dict]:
-    from rlseg.crawl import crawl_class
+    from rlseg.crawl import crawl_class  # icrawler and its HTTP stack: imported by the web source alone
 
     return crawl_class(cls, web, images, results / "web" / cls)
 

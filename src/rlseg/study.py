@@ -18,11 +18,13 @@ import torch
 from tqdm import tqdm
 
 from rlseg.data import to_float
+from rlseg.inference import predict
 from rlseg.losses import dense_crf_loss, sparse_crf_loss
 from rlseg.metrics import per_image_f_measure
 from rlseg.models import build_unet
 from rlseg.runtime import resolve_device
-from rlseg.train import SingleClassConfig, fit, predict, stage_plans
+from rlseg.schedule import SingleClassConfig, single_class_settings, stage_plans
+from rlseg.train import fit
 
 log = logging.getLogger(__name__)
 
@@ -116,9 +118,8 @@ def run_loss_study(
     """The study on each class's used training images that have true masks (one set per class; at most
     ``settings["max_images"]`` each, the first by path), at ``settings["resolution"]`` px; rows to ``out_csv``."""
     from rlseg.data import load_images, load_label_masks
-    from rlseg.ingest import used_paths
+    from rlseg.ingest import read_pairs, used_paths
     from rlseg.io import write_csv
-    from rlseg.pipeline import read_pairs, single_class_settings
 
     cfg, _ = single_class_settings(single_class)
     truth_of = dict(read_pairs([str(truth_pairs)]))

@@ -24,8 +24,8 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from rlseg.config import defaults
 from rlseg.io import atomic_path, save_png
+from rlseg.settings import defaults
 from rlseg.voc import voc_palette, write_voc_dir_index
 
 SHAPES = ("disc", "box", "triangle", "star")

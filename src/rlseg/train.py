@@ -8,269 +8,29 @@ the benchmarks all call :func:`train_single_class`.
 
 from __future__ import annotations
 
-import copy
 import logging
-import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
 from rlseg.checkpoint import load_weights, resume, save_checkpoint, save_weights
-from rlseg.config import defaults
 from rlseg.data import to_float
-from rlseg.losses import LossWeights, RegularizedLoss, anneal_sigmas, gt_loss
+from rlseg.feature_cache import FeatureCache, batch_images, epoch_batches
+from rlseg.losses import RegularizedLoss, gt_loss
 from rlseg.metrics import ConfusionMatrix, f_measure, jaccard
 from rlseg.models import SingleClassUNet, build_unet
 from rlseg.runtime import NonFiniteLossError, autocast, resolve_device
+from rlseg.schedule import EpochPlan, SingleClassConfig, epoch_order, negative_sample, stage_plans
 
 log = logging.getLogger(__name__)
 
-__all__ = [
-    "EpochPlan",
-    "FeatureCache",
-    "SingleClassConfig",
-    "fit",
-    "negative_sample",
-    "predict",
-    "stage_plans",
-    "train_single_class",
-]
+# SingleClassConfig and stage_plans are schedule's; here too, as what a caller of fit needs with it
+__all__ = ["SingleClassConfig", "fit", "stage_plans", "train_single_class"]
 
-
-_SC = defaults("single_class")
-
-
-@dataclass
-class SingleClassConfig:
-    """Every setting of single-class training; the defaults are the schema's (the paper's reference implementation),
-    described there (``config.schema.yaml``)."""
-
-    encoder: str = _SC["encoder"]
-    decoder: str = _SC["decoder"]
-    decoder_channels: list[int] = field(default_factory=lambda: copy.deepcopy(_SC["decoder_channels"]))
-    freeze_encoder: bool = _SC["freeze_encoder"]
-    # "train": the reference's frozen encoder normalises with batch statistics
-    encoder_batchnorm: str = _SC["encoder_batchnorm"]
-    encoder_head: bool = _SC["encoder_head"]
-    encoder_features: str = _SC["encoder_features"]
-    decoder_convs: int | list[int] | None = _SC["decoder_convs"]  # None: the decoder's own (LIGHT_DECODER_CONVS)
-    resolutions: list[int] = field(default_factory=lambda: copy.deepcopy(_SC["resolutions"]))
-    anneal_epochs: int = _SC["anneal_epochs"]
-    sigma_start: float = _SC["sigma_start"]
-    sigma_end: float = _SC["sigma_end"]
-    normal_epochs: int = _SC["normal_epochs"]
-    transfer_epochs: int = _SC["transfer_epochs"]
-    negative_epochs: int = _SC["negative_epochs"]
-    lambda_reg: float = _SC["lambda_reg"]
-    lambda_reg_anneal: float = _SC["lambda_reg_anneal"]
-    lambda_vol_anneal: float = _SC["lambda_vol_anneal"]
-    lambda_pos_anneal: float = _SC["lambda_pos_anneal"]
-    lambda_vol: float = _SC["lambda_vol"]
-    lambda_pos: float = _SC["lambda_pos"]
-    lambda_neg: float = _SC["lambda_neg"]
-    negatives_in_positional: bool = _SC["negatives_in_positional"]
-    negative_ratio: float = _SC["negative_ratio"]  # negatives per own image, drawn afresh; 0: all, every epoch
-    lambda_s: float = _SC["lambda_s"]
-    vol_target: float = _SC["vol_target"]
-    vol_minimum: float = _SC["vol_minimum"]
-    border_width: int = _SC["border_width"]
-    diagonal: bool = _SC["diagonal"]
-    loss_form: str = _SC["loss_form"]  # or "printed": the paper's equations as printed
-    supervision: str = _SC["supervision"]  # or "gt": cross-entropy on true masks
-    batch_size: int = _SC["batch_size"]
-    lr: float = _SC["lr"]
-    # True is the reference's training loop: each annealing step and each stage is its own train_normal call, with
-    # a fresh Adam and a StepLR (x0.1 every 100 epochs) that only a stage longer than 100 epochs reaches. The paper
-    # prints neither; one Adam through all stages (False) measured better here (README), so it is the default.
-    optimizer_restart: bool = _SC["optimizer_restart"]
-    lr_step_epochs: int = _SC["lr_step_epochs"]
-    lr_gamma: float = _SC["lr_gamma"]
-    flip: bool = _SC["flip"]
-    seed: int = _SC["seed"]
-    feature_cache_mb: int = _SC["feature_cache_mb"]  # frozen encoder's features; moves results by rounding only
-
-    @classmethod
-    def from_dict(cls, d: dict) -> SingleClassConfig:
-        known = {f for f in cls.__dataclass_fields__}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown single-class setting(s): {sorted(unknown)}")
-        return cls(**d)
-
-    @property
-    def arch(self) -> dict:
-        return {"encoder": self.encoder, "decoder": self.decoder, "decoder_channels": list(self.decoder_channels),
-                "freeze_encoder": self.freeze_encoder, "encoder_batchnorm": self.encoder_batchnorm,
-                "encoder_head": self.encoder_head,
-                "encoder_features": self.encoder_features,
-                "decoder_convs": self.decoder_convs}
-
-    def loss(self, weights: LossWeights) -> RegularizedLoss:
-        printed = self.loss_form == "printed"
-        return RegularizedLoss(
-            weights=weights, diagonal=self.diagonal, vol_target=self.vol_target, vol_minimum=self.vol_minimum,
-            lambda_s=self.lambda_s, small_reduction="sum" if printed else "mean", border_width=self.border_width,
-            center_half=None if printed else 2, center_size=3, border_mode="band" if printed else "sides",
-            negative_printed=False, negatives_in_positional=self.negatives_in_positional,
-        )
-
-
-@dataclass
-class EpochPlan:
-    """What one epoch does: its stage, sigma and loss weights, whether negatives join, whether a fresh optimizer
-    starts with it, and its learning rate as a multiple of ``lr``."""
-
-    stage: str
-    sigma: float
-    weights: LossWeights
-    negatives: bool = False
-    restart: bool = False
-    lr_scale: float = 1.0
-
-
-def stage_plans(cfg: SingleClassConfig, stage: str) -> list[EpochPlan]:
-    """Epoch plans of a stage: ``anneal``, ``normal``, ``transfer`` or ``negative``.
-
-    With ``cfg.optimizer_restart`` (the reference) a fresh Adam starts every annealing epoch (one call per sigma
-    step there) and the first epoch of every other stage, and the learning rate falls by ``lr_gamma`` every
-    ``lr_step_epochs`` epochs of a stage.
-    """
-    normal = LossWeights(reg=cfg.lambda_reg, vol=cfg.lambda_vol, pos=cfg.lambda_pos, neg=cfg.lambda_neg,
-                         sigma=cfg.sigma_end)
-    if stage == "anneal":
-        sigmas = anneal_sigmas(cfg.anneal_epochs, cfg.sigma_start, cfg.sigma_end, printed=cfg.loss_form == "printed")
-        return [EpochPlan("anneal", s, LossWeights(reg=cfg.lambda_reg_anneal, vol=cfg.lambda_vol_anneal,
-                                                   pos=cfg.lambda_pos_anneal, neg=cfg.lambda_neg, sigma=s),
-                          restart=cfg.optimizer_restart)
-                for s in sigmas]
-    if stage in ("normal", "transfer", "negative"):
-        n = {"normal": cfg.normal_epochs, "transfer": cfg.transfer_epochs, "negative": cfg.negative_epochs}[stage]
-        return [EpochPlan(stage, cfg.sigma_end, normal, negatives=stage == "negative",
-                          restart=cfg.optimizer_restart and i == 0,
-                          lr_scale=cfg.lr_gamma ** (i // cfg.lr_step_epochs) if cfg.optimizer_restart else 1.0)
-                for i in range(n)]
-    raise ValueError(f"unknown stage {stage!r}")
-
-
-def _epoch_order(seed: int, tag: int, epoch: int, n: int, flip: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    # A generator per epoch makes the data order a pure function of (seed, stage, epoch): a resumed run sees
-    # exactly the batches an uninterrupted one would.
-    g = torch.Generator().manual_seed(seed * 1_000_003 + tag * 10_007 + epoch)
-    order = torch.randperm(n, generator=g)
-    flips = torch.rand(n, generator=g) < 0.5 if flip else torch.zeros(n, dtype=torch.bool)
-    return order, flips
-
-
-def negative_sample(seed: int, tag: int, epoch: int, n_pos: int, n_neg: int, ratio: float) -> torch.Tensor:
-    """Indices of the negatives one negative epoch uses: ``ceil(ratio * n_pos)`` of the ``n_neg`` drawn without
-    replacement (all of them when ``ratio`` is 0 or asks for more), sorted. A pure function of (seed, stage,
-    epoch), like the data order, so a resumed run draws the same sample; a fresh sample every epoch."""
-    k = n_neg if ratio <= 0 else min(n_neg, math.ceil(ratio * n_pos))
-    if k == n_neg:
-        return torch.arange(n_neg)
-    g = torch.Generator().manual_seed(seed * 1_000_003 + tag * 10_007 + epoch + 7_919 * 1_000_033)
-    return torch.randperm(n_neg, generator=g)[:k].sort().values
-
-
-class FeatureCache:
-    """The frozen encoder's features of each (image, flip), computed on first use and reused every later epoch.
-
-    A frozen encoder in eval mode gives an image the same features every epoch, so only the decoder needs to
-    run again; a flipped image has its own entry (convolutions are not flip-equivariant). The encoder is in eval
-    mode, so an image's features do not depend on the rest of its batch. :meth:`fill` encodes the class's own
-    images up front; negatives, a fresh sample each epoch, are encoded when first drawn. Images past
-    ``limit_bytes`` are not kept and go through the encoder each time.
-    """
-
-    def __init__(self, limit_bytes: int) -> None:
-        self.limit = limit_bytes
-        self.used = 0
-        self.store: dict[tuple[int, bool], list[torch.Tensor]] = {}
-
-    def fill(self, model: SingleClassUNet, images: torch.Tensor, flip: bool, device: torch.device,
-             batch_size: int) -> None:
-        """Encode every image (and its mirror image where ``flip``) up front, ``batch_size`` pairs at a time,
-        until the limit. The batches are a pure function of the images, so a resumed run refills the same
-        features bit for bit; a batch runs the encoder 2.7x faster per image than one image alone (128 px)."""
-        n = len(images)
-        ids = torch.arange(n).repeat_interleave(2) if flip else torch.arange(n)
-        flips = torch.tensor([False, True]).repeat(n) if flip else torch.zeros(n, dtype=torch.bool)
-        no_negatives = torch.empty(0, dtype=torch.long)
-        t0 = time.time()
-        for start in tqdm(range(0, len(ids), batch_size), desc="features", mininterval=10, leave=False):
-            batch = _Batch(ids[start : start + batch_size], no_negatives, flips[start : start + batch_size])
-            levels = model.features(to_float(_batch_images(images, None, batch)[0], device))
-            for j, key in enumerate(batch.keys(n)):
-                # its own storage: the limit counts what is kept
-                if not self._keep(key, [level[j].clone() for level in levels]):
-                    log.info("feature cache full (%d MiB) after %d of %d images and flips", self.limit >> 20,
-                             len(self.store), len(ids))
-                    return
-        log.debug("features of %d images and flips cached (%d MiB) in %.1fs", len(ids), self.used >> 20,
-                  time.time() - t0)
-
-    def _keep(self, key: tuple[int, bool], entry: list[torch.Tensor]) -> bool:
-        """Keep ``entry`` under ``key`` if it fits within the limit; whether it was kept."""
-        size = sum(level.numel() * level.element_size() for level in entry)
-        if self.used + size > self.limit:
-            return False
-        self.store[key] = entry
-        self.used += size
-        return True
-
-    def features(self, model: SingleClassUNet, x: torch.Tensor, keys: list[tuple[int, bool]]) -> list[torch.Tensor]:
-        """Features of the batch ``x`` whose images are ``keys``; only the images not kept go through the encoder."""
-        per_image = [self.store.get(k) for k in keys]
-        for i, f in enumerate(per_image):
-            if f is None:
-                # one image at a time: its features then never depend on which images shared its batch, so
-                # a resumed run (whose cache starts empty) ends with the same weights, bit for bit
-                per_image[i] = [level[0] for level in model.features(x[i : i + 1])]
-                self._keep(keys[i], per_image[i])
-        return [torch.stack(level) for level in zip(*per_image, strict=True)]
-
-
-@dataclass
-class _Batch:
-    """One batch of an epoch: positives' and negatives' indices (into ``images`` and the negative pool), and
-    whether each image (positives first) is flipped."""
-
-    pos: torch.Tensor
-    neg: torch.Tensor
-    flips: torch.Tensor
-
-    def keys(self, n_pos: int) -> list[tuple[int, bool]]:
-        """Feature-cache keys: a positive's index, or ``n_pos`` + a negative's own index, with its flip."""
-        return [(int(i), bool(f)) for i, f in zip(torch.cat([self.pos, n_pos + self.neg]), self.flips, strict=True)]
-
-
-def _epoch_batches(order: torch.Tensor, flips: torch.Tensor, n_pos: int, neg_ids: torch.Tensor, batch_size: int
-                   ) -> list[_Batch]:
-    """Split an epoch's order (positions below ``n_pos`` are positives, position ``n_pos + j`` is negative
-    ``neg_ids[j]``) into batches."""
-    out = []
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
-        is_neg = idx >= n_pos
-        out.append(_Batch(idx[~is_neg], neg_ids[idx[is_neg] - n_pos],
-                          torch.cat([flips[idx[~is_neg]], flips[idx[is_neg]]])))
-    return out
-
-
-def _batch_images(images: torch.Tensor, negatives: torch.Tensor | None, batch: _Batch) -> tuple[torch.Tensor,
-                                                                                              torch.Tensor]:
-    """The batch's uint8 images (positives, then negatives; flipped where drawn) and its negative flags."""
-    parts = [images[batch.pos]]
-    if len(batch.neg):
-        parts.append(negatives[batch.neg])
-    x = torch.cat(parts)
-    neg_flags = torch.cat([torch.zeros(len(batch.pos), dtype=torch.bool),
-                           torch.ones(len(x) - len(batch.pos), dtype=torch.bool)])
-    return torch.where(batch.flips.view(-1, 1, 1, 1), x.flip(-1), x), neg_flags
 
 
 def _forward(model: SingleClassUNet, x: torch.Tensor, cache: FeatureCache | None, keys: list | None,
@@ -354,13 +114,13 @@ def fit(
         # epoch position n_pos + j is negative neg_ids[j]: the cache keys stay the negatives' own indices
         neg_ids = (negative_sample(cfg.seed, tag, epoch, n_pos, len(pool_neg), cfg.negative_ratio)
                    if pool_neg is not None else torch.empty(0, dtype=torch.long))
-        order, flips = _epoch_order(cfg.seed, tag, epoch, n_pos + len(neg_ids), cfg.flip)
+        order, flips = epoch_order(cfg.seed, tag, epoch, n_pos + len(neg_ids), cfg.flip)
         model.train()
         sums: dict[str, float] = {}
         cm = ConfusionMatrix(2) if masks is not None else None
-        batches = _epoch_batches(order, flips, n_pos, neg_ids, cfg.batch_size)
+        batches = epoch_batches(order, flips, n_pos, neg_ids, cfg.batch_size)
         for b, batch in enumerate(batches):
-            x_u8, neg_flags = _batch_images(images, pool_neg, batch)
+            x_u8, neg_flags = batch_images(images, pool_neg, batch)
             x = to_float(x_u8, device)
             probs = _forward(model, x, cache, batch.keys(n_pos) if cache is not None else None, device)
             m = None
@@ -389,18 +149,6 @@ def fit(
             on_epoch(rows[-1])
     return rows
 
-
-@torch.no_grad()
-def predict(model: torch.nn.Module, images: torch.Tensor, batch_size: int = 32,
-            device: torch.device | None = None) -> torch.Tensor:
-    """Object probabilities [N, H, W] (float) for uint8 images [N, 3, H, W]."""
-    device = device or resolve_device()
-    model.to(device).eval()
-    out = []
-    for i in range(0, len(images), batch_size):
-        with autocast(device):
-            out.append(model(to_float(images[i : i + batch_size], device))[:, 1].float().cpu())
-    return torch.cat(out) if out else torch.empty(0)
 
 
 def _log_row(row: dict) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rlseg.imageio import load_mask, upright_size
+from rlseg.imageio import load_mask, upright_size, voc_palette, voc_palette_array
 from rlseg.io import UnsafeNameError, child_path, plain_name, write_text
 
 VOC_CLASSES = (
@@ -31,26 +31,6 @@ __all__ = [
     "voc_palette_array",
     "write_voc_dir_index",
 ]
-
-
-def voc_palette(n: int = 256) -> list[int]:
-    """The standard VOC colour map as a flat [r, g, b, ...] list of 256 colours (bit-interleaved)."""
-    pal = []
-    for i in range(n):
-        r = g = b = 0
-        c = i
-        for j in range(8):
-            r |= ((c >> 0) & 1) << (7 - j)
-            g |= ((c >> 1) & 1) << (7 - j)
-            b |= ((c >> 2) & 1) << (7 - j)
-            c >>= 3
-        pal += [r, g, b]
-    return pal
-
-
-def voc_palette_array() -> np.ndarray:
-    """The VOC colour map as a [256, 3] uint8 array."""
-    return np.asarray(voc_palette(), dtype=np.uint8).reshape(256, 3)
 
 
 def class_ids(classes: list[str]) -> dict[str, int]:

@@ -8,7 +8,6 @@ import torch
 import torch.nn as nn
 
 from rlseg.architectures import check_unet
-from rlseg.config import defaults
 from rlseg.models.encoders import (
     Normalise,
     all_blocks_encoder,
@@ -16,6 +15,7 @@ from rlseg.models.encoders import (
     smp_encoder,
 )
 from rlseg.models.layers import ShiftSumConv2d, up_head
+from rlseg.settings import defaults
 
 # one 3x3 conv after the skip concatenations at strides 4 and 2 only: on ECSSD it lifts reg from 0.67-0.71 to 0.75
 # where convolutions at the coarse strides sink it (docs/single_class_study.md)

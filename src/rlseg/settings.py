@@ -1,0 +1,114 @@
+"""Settings: the schema (every key's default and allowed values), merging YAML files, and the error a bad value raises.
+
+The bottom layer of the package: it imports nothing from rlseg, so every module may read its defaults here. The
+checks that relate one setting to another, or to the data, live above it in :mod:`rlseg.config`.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import os
+from pathlib import Path
+
+import yaml
+
+# the package carries the schema (workflow/schemas/ links to it), so the library works outside a checkout
+SCHEMA = Path(__file__).resolve().with_name("config.schema.yaml")
+
+__all__ = ["SCHEMA", "ConfigError", "allowed", "check_choice", "defaults", "fill_defaults", "merge", "read_config",
+           "schema", "validate"]
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot work; the message names the key."""
+
+
+@functools.cache
+def _schema(path: str) -> dict:
+    return yaml.safe_load(Path(path).read_text())
+
+
+def schema() -> dict:
+    """The package's config schema, parsed once per process (do not modify it)."""
+    return _schema(str(SCHEMA))
+
+
+def defaults(section: str) -> dict:
+    """The schema's default of every key of a config section: the one place a setting's default is written.
+
+    The library's dataclasses and function defaults read theirs from here."""
+    props = schema()["properties"][section]["properties"]
+    return {k: copy.deepcopy(v["default"]) for k, v in props.items() if "default" in v}
+
+
+def allowed(key: str) -> tuple:
+    """The values the schema's enum allows for a dotted key (``precision``, ``single_class.encoder``)."""
+    node = schema()
+    for part in key.split("."):
+        node = node["properties"][part]
+    return tuple(node["enum"])
+
+
+def check_choice(key: str, value: object) -> None:
+    """Refuse a value outside the schema's enum of ``key``, naming it (for callers that bypass the schema)."""
+    if value not in allowed(key):
+        raise ConfigError(f"{key}: must be one of {list(allowed(key))}, not {value!r}")
+
+
+def fill_defaults(schema: dict, obj: dict) -> None:
+    """Fill ``obj`` in place with the defaults of every key ``schema`` describes and ``obj`` lacks, nested."""
+    for key, sub in schema.get("properties", {}).items():
+        if key not in obj and "default" in sub:
+            obj[key] = copy.deepcopy(sub["default"])
+        if isinstance(obj.get(key), dict) and sub.get("type") == "object":
+            fill_defaults(sub, obj[key])
+
+
+def merge(into: dict, new: dict) -> None:
+    """Merge ``new`` into ``into`` in place: dicts key by key, anything else replaced."""
+    for k, v in new.items():
+        if isinstance(v, dict) and isinstance(into.get(k), dict):
+            merge(into[k], v)
+        else:
+            into[k] = v
+
+
+def validate(config: dict, schema: dict, prefix: str = "config key ") -> None:
+    """Validate against a JSON schema.
+
+    Raises:
+        ConfigError: ``prefix`` and the dotted key at fault, and what is wrong.
+    """
+    import jsonschema  # its import takes a second: only the jobs that validate pay it
+
+    try:
+        jsonschema.validate(config, schema)
+    except jsonschema.ValidationError as err:
+        key = ".".join(str(p) for p in err.absolute_path) or "<top level>"
+        raise ConfigError(f"{prefix}{key}: {err.message}") from None
+
+
+def read_config(*paths: str | os.PathLike, overrides: dict | None = None,
+                schema: str | os.PathLike = SCHEMA) -> dict:
+    """Merge YAML files (later ones win, dicts merged key by key) and ``overrides``, validate against the schema,
+    fill defaults. The checks beyond the schema are :func:`rlseg.config.check_config`'s.
+
+    Raises:
+        ConfigError: a file that is not a YAML mapping, or a value the schema refuses.
+    """
+    config: dict = {}
+    for p in paths:
+        try:
+            loaded = yaml.safe_load(Path(p).read_text())
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{p}: not valid YAML ({str(err).splitlines()[0]})") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{p}: a config file is a mapping of settings, not a {type(loaded).__name__}")
+        merge(config, loaded or {})
+    if overrides:
+        merge(config, overrides)
+    sch = _schema(str(schema))
+    validate(config, sch)
+    fill_defaults(sch, config)
+    return config

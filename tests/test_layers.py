@@ -1,0 +1,89 @@
+"""The package's shape: no import cycle, and imports that only point down the layers of docs/architecture.md."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "rlseg"
+
+# bottom to top; a module may import from its own layer and the layers below it (docs/architecture.md)
+LAYERS = [
+    ["settings"],
+    ["io", "imageio", "metrics", "runtime", "checkpoint"],
+    ["voc", "ingest", "architectures", "synthetic", "crawl"],
+    ["models", "models.encoders", "models.lite0", "models.layers", "models.unet", "models.deeplab", "losses"],
+    ["data", "multiclass_data", "baselines", "evaluate"],
+    ["schedule", "feature_cache", "multiclass", "inference"],
+    ["train", "study"],
+    ["sources", "config"],
+    ["pipeline"],
+    ["cli", "report"],
+]
+
+
+
+def modules() -> dict[str, Path]:
+    out = {}
+    for p in SRC.rglob("*.py"):
+        parts = p.relative_to(SRC).with_suffix("").parts
+        out[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = p
+    return out
+
+
+def imports(path: Path, known: set[str]) -> set[str]:
+    """The rlseg modules a file imports, anywhere in it (a function-level import counts as much as a top one)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        names = []
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("rlseg"):
+            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        elif isinstance(node, ast.Import):
+            names = [a.name for a in node.names if a.name.startswith("rlseg")]
+        for n in names:
+            mod = n.removeprefix("rlseg").lstrip(".")
+            if mod in known:
+                found.add(mod)
+    return found
+
+
+def graph() -> dict[str, set[str]]:
+    mods = modules()
+    return {m: imports(p, set(mods)) - {m, ""} for m, p in mods.items()}
+
+
+def test_no_import_cycle():
+    g = graph()
+    state: dict[str, int] = {}
+
+    def visit(m: str, stack: list[str]) -> None:
+        state[m] = 1
+        for d in sorted(g[m]):
+            if state.get(d) == 1:
+                raise AssertionError("import cycle: " + " -> ".join([*stack[stack.index(d):], d]))
+            if d not in state:
+                visit(d, [*stack, d])
+        state[m] = 2
+
+    for m in sorted(g):
+        if m not in state:
+            visit(m, [m])
+
+
+def test_imports_point_down_the_layers():
+    g = graph()
+    layer = {m: i for i, names in enumerate(LAYERS) for m in names}
+    assert set(g) - {""} <= set(layer), f"modules without a layer: {sorted(set(g) - {''} - set(layer))}"
+    upward = [f"{m} (layer {layer[m]}) imports {d} (layer {layer[d]})" for m, deps in g.items() if m
+              for d in deps if layer[d] > layer[m]]
+    assert not upward, "\n".join(upward)
+
+
+def test_settings_import_nothing_from_rlseg():
+    code = "import sys, rlseg.settings; print(sorted(m for m in sys.modules if m.startswith('rlseg')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "['rlseg', 'rlseg.settings']"
+
+
