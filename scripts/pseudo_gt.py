@@ -8,4 +8,4 @@ with logged(snakemake.log[0], f"pseudo ground truth {cls}"):
     setup_job(snakemake.threads, snakemake.config["precision"])
     make_pseudo_gt(snakemake.input.model, snakemake.input.manifest, int(snakemake.params.ids[cls]),
                    snakemake.output[0], device=snakemake.config["device"], batch_size=snakemake.params.batch_size,
-                   resolution=snakemake.params.resolution)
+                   resolution=snakemake.params.resolution, crf=snakemake.params.crf)

@@ -13,7 +13,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "rlseg"
 LAYERS = [
     ["settings"],
     ["io", "imageio", "metrics", "runtime", "checkpoint"],
-    ["voc", "ingest", "architectures", "synthetic", "crawl"],
+    ["voc", "ingest", "architectures", "synthetic", "crawl", "crf"],
     ["models", "models.encoders", "models.lite0", "models.layers", "models.unet", "models.deeplab", "losses"],
     ["data", "multiclass_data", "baselines", "evaluate"],
     ["schedule", "feature_cache", "multiclass", "inference"],

@@ -12,12 +12,13 @@ import torch.nn.functional as F
 from PIL import Image
 
 from rlseg.checkpoint import CheckpointMismatch, load_weights
+from rlseg.crf import CrfParams, refine
 from rlseg.data import resized_tensor, to_float
 from rlseg.models import build_multiclass, build_unet
 from rlseg.multiclass import predict_full
 from rlseg.runtime import autocast, resolve_device
 
-__all__ = ["LoadedModel", "load_model", "overlay", "predict", "segment"]
+__all__ = ["LoadedModel", "load_model", "object_probability", "overlay", "predict", "segment"]
 
 
 @torch.no_grad()
@@ -59,21 +60,30 @@ def load_model(path: str | os.PathLike, device: torch.device) -> LoadedModel:
     return LoadedModel(net.to(device).eval(), kind, res)
 
 
-def segment(model: LoadedModel, images: Sequence[Image.Image], device: torch.device, class_id: int = 1,
-            resolution: int | None = None) -> list[np.ndarray]:
-    """Label maps (uint8, at each image's size) for a batch of RGB images: a single-class model's object pixels
-    get ``class_id`` (probability > 0.5 after bilinear upsampling of its output at ``resolution`` px, by default
-    the one it was trained at), a multi-class model's argmax its label ids (single scale, full resolution)."""
-    if model.kind == "multiclass":
-        return [predict_full(model.net, im, device) for im in images]
+def object_probability(model: LoadedModel, images: Sequence[Image.Image], device: torch.device,
+                       resolution: int | None = None) -> list[np.ndarray]:
+    """A single-class model's object probability (float32, at each image's size) for a batch of RGB images: its
+    output at ``resolution`` px (by default the one it was trained at), upsampled bilinearly."""
     side = resolution or model.resolution
     probs = predict(model.net, torch.stack([resized_tensor(im, side) for im in images]), device=device)
     out = []
     for im, prob in zip(images, probs, strict=True):
         w, h = im.size
-        full = F.interpolate(prob[None, None], size=(h, w), mode="bilinear", align_corners=False)[0, 0]
-        out.append(np.where(full.numpy() > 0.5, class_id, 0).astype(np.uint8))
+        out.append(F.interpolate(prob[None, None], size=(h, w), mode="bilinear", align_corners=False)[0, 0].numpy())
     return out
+
+
+def segment(model: LoadedModel, images: Sequence[Image.Image], device: torch.device, class_id: int = 1,
+            resolution: int | None = None, crf: CrfParams | None = None) -> list[np.ndarray]:
+    """Label maps (uint8, at each image's size) for a batch of RGB images: a single-class model's object pixels
+    get ``class_id`` (:func:`object_probability` > 0.5, refined by a dense CRF first with ``crf``), a multi-class
+    model's argmax its label ids (single scale, full resolution)."""
+    if model.kind == "multiclass":
+        return [predict_full(model.net, im, device) for im in images]
+    probs = object_probability(model, images, device, resolution)
+    if crf is not None:
+        probs = [refine(np.asarray(im), prob, crf) for im, prob in zip(images, probs, strict=True)]
+    return [np.where(prob > 0.5, class_id, 0).astype(np.uint8) for prob in probs]
 
 
 def overlay(image: Image.Image, label: np.ndarray, palette: np.ndarray, alpha: float = 0.5) -> Image.Image:

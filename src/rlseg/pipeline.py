@@ -154,10 +154,11 @@ def run_single_class(
 
 
 def make_pseudo_gt(model_path: str, manifest: str, class_id: int, out_pairs: str, device: str = "auto",
-                   batch_size: int = 32, resolution: int | None = None) -> int:
-    """Label each of the class's images with its CNN (at ``resolution`` px, default its training one): object ->
-    class id, else 0, as VOC palette PNGs at the image's original size; writes the (image, label) pairs CSV.
-    Returns the number of images labelled."""
+                   batch_size: int = 32, resolution: int | None = None, crf: dict | None = None) -> int:
+    """Label each of the class's images with its CNN (at ``resolution`` px, default its training one; refined by a
+    dense CRF with ``crf``'s settings, :class:`rlseg.crf.CrfParams`): object -> class id, else 0, as VOC palette
+    PNGs at the image's original size; writes the (image, label) pairs CSV. Returns the number of images labelled."""
+    from rlseg.crf import CrfParams
     from rlseg.inference import load_model, segment
     from rlseg.runtime import resolve_device
 
@@ -166,13 +167,14 @@ def make_pseudo_gt(model_path: str, manifest: str, class_id: int, out_pairs: str
     paths = used_paths(manifest)
     outdir = Path(out_pairs).parent
     pal = voc_palette()
+    crf_params = CrfParams(**crf) if crf is not None else None
     names = unique_stems(paths)  # x.jpg and x.png of one class keep a label each
     rows = []
     for i in tqdm(range(0, len(paths), batch_size), desc="pseudo-gt", mininterval=5):
         chunk = paths[i : i + batch_size]
         images = [load_image(p) for p in chunk]  # decoded once: resized for the CNN, sized for the label
-        for p, name, label in zip(chunk, names[i : i + batch_size], segment(model, images, dev, class_id, resolution),
-                                  strict=True):
+        labels = segment(model, images, dev, class_id, resolution, crf_params)
+        for p, name, label in zip(chunk, names[i : i + batch_size], labels, strict=True):
             out = child_path(outdir, name, ".png")
             save_png(out, label, palette=pal)
             rows.append({"image": p, "label": str(out), "object_fraction": round(float(label.mean() / class_id), 4)})

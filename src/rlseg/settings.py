@@ -39,7 +39,11 @@ def defaults(section: str) -> dict:
 
     The library's dataclasses and function defaults read theirs from here."""
     props = schema()["properties"][section]["properties"]
-    return {k: copy.deepcopy(v["default"]) for k, v in props.items() if "default" in v}
+    out = {k: copy.deepcopy(v["default"]) for k, v in props.items() if "default" in v}
+    for k, v in out.items():  # a nested block's own keys get their defaults too
+        if isinstance(v, dict) and props[k].get("type") == "object":
+            fill_defaults(props[k], v)
+    return out
 
 
 def allowed(key: str) -> tuple:
