@@ -11,8 +11,8 @@ import yaml
 
 from rlseg.config import SCHEMA, defaults
 from rlseg.multiclass import MultiClassConfig
-from rlseg.synthetic import WorldSpec
 from rlseg.schedule import SingleClassConfig
+from rlseg.synthetic import WorldSpec
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "rlseg"
 SECTIONS = [(SingleClassConfig, "single_class", "schedule.py"), (MultiClassConfig, "multiclass", "multiclass.py"),
