@@ -78,7 +78,7 @@ def refine(image: np.ndarray, prob: np.ndarray, params: CrfParams | None = None)
     """
     p = params or CrfParams()
     r = p.radius
-    rgb = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float()
+    rgb = torch.from_numpy(np.array(image, dtype=np.float32)).permute(2, 0, 1)
     pr = torch.from_numpy(np.asarray(prob, dtype=np.float32)).clamp(1e-6, 1 - 1e-6)
     logit = torch.log(pr) - torch.log1p(-pr)  # the unary's log-odds of object against background
     kernels = _kernels(rgb, p)
