@@ -216,3 +216,14 @@ def test_shared_images_kept_under_both_classes_are_never_their_negatives(tmp_pat
     assert negative_paths(tmp_path / "cat.csv", [tmp_path / "dog.csv"], near_duplicate_bits=2) == ["b2.jpg"]
     assert negative_paths(tmp_path / "dog.csv", [tmp_path / "cat.csv"], near_duplicate_bits=2) == ["a1.jpg"]
     assert negative_paths(tmp_path / "cat.csv", [tmp_path / "dog.csv"], near_duplicate_bits=-1) == ["b1.jpg", "b2.jpg"]
+
+
+def test_a_job_sets_its_openmp_threads_to_sleep_while_waiting():
+    """Whatever the user's environment says: jobs share cores, and a spinning thread takes one from another job."""
+    code = ("import os; from rlseg.pipeline import setup_job; setup_job(1); import torch; "
+            "print(os.environ['OMP_WAIT_POLICY'], torch.get_num_threads())")
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    for given in (None, "ACTIVE"):
+        run_env = env if given is None else {**env, "OMP_WAIT_POLICY": given}
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=run_env, check=True)
+        assert out.stdout.split() == ["PASSIVE", "1"]

@@ -62,8 +62,17 @@ def logged(log_path: str | os.PathLike | None, what: str):
 
 
 def setup_job(threads: int | None = None, precision: str = "auto") -> None:
-    """A job's run-time settings: its torch threads (None: torch's choice), its precision
-    (``rlseg.runtime.set_precision``) and freed memory kept for reuse (``rlseg.runtime.reuse_freed_memory``)."""
+    """A job's run-time settings: OpenMP threads that sleep while they wait, its torch threads (None: torch's
+    choice), its precision (``rlseg.runtime.set_precision``) and freed memory kept for reuse
+    (``rlseg.runtime.reuse_freed_memory``)."""
+    import sys
+
+    if "torch" not in sys.modules:
+        # jobs share the machine's cores: a spinning OpenMP thread takes a core another job's thread needs (two
+        # 2-thread jobs on two cores ran 8-10x slower spinning, 2x sleeping). OpenMP reads this when torch loads.
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    else:
+        log.debug("torch was imported before setup_job: OMP_WAIT_POLICY stays %s", os.environ.get("OMP_WAIT_POLICY"))
     import torch
 
     from rlseg.runtime import reuse_freed_memory, set_precision
