@@ -1,7 +1,8 @@
 """Rule figure_gallery: a class's images next to its pseudo labels, the multi-class prediction and the truth."""
 
+from rlseg.gallery import class_gallery_rows
 from rlseg.pipeline import logged, setup_job
-from rlseg.report import class_gallery_rows, gallery
+from rlseg.report import gallery
 
 snakemake = globals()["snakemake"]
 inp, cls = snakemake.input, snakemake.wildcards.cls

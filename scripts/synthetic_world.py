@@ -2,7 +2,8 @@
 
 from pathlib import Path
 
-from rlseg.pipeline import logged, write_json
+from rlseg.io import write_json
+from rlseg.pipeline import logged
 from rlseg.synthetic import WorldSpec, write_world
 
 snakemake = globals()["snakemake"]

@@ -81,7 +81,7 @@ def test_train_then_predict_on_weizmann_horses(horse_dir, tmp_path):
 def _schema_defaults(settings: dict) -> dict:
     import argparse
 
-    from rlseg.cli import train_settings
+    from rlseg.cli_train import train_settings
 
     ns = argparse.Namespace(config=None, negatives=None, **settings)
     return train_settings(ns)

@@ -9,16 +9,15 @@ import torch
 
 from rlseg.losses import (
     IMAGENET_STD,
-    LossWeights,
-    RegularizedLoss,
-    anneal_sigmas,
-    dense_crf_loss,
     gt_loss,
     negative_loss,
     positional_loss,
     sparse_crf_loss,
     volumetric_loss,
 )
+from rlseg.regularized_loss import LossWeights, RegularizedLoss
+from rlseg.schedule import anneal_sigmas
+from rlseg.study import dense_crf_loss
 
 
 def probs_from_object(x: torch.Tensor) -> torch.Tensor:

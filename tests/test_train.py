@@ -11,10 +11,10 @@ from torch.optim.optimizer import register_optimizer_step_pre_hook
 from rlseg.checkpoint import CheckpointMismatch, load_weights, save_weights
 from rlseg.data import to_float
 from rlseg.feature_cache import FeatureCache
-from rlseg.losses import LossWeights, anneal_sigmas
 from rlseg.models import build_unet
+from rlseg.regularized_loss import LossWeights
 from rlseg.runtime import NonFiniteLossError
-from rlseg.schedule import SingleClassConfig, negative_sample, stage_plans
+from rlseg.schedule import SingleClassConfig, anneal_sigmas, negative_sample, stage_plans
 from rlseg.train import fit, train_single_class
 
 TINY = dict(resolutions=[64], anneal_epochs=2, normal_epochs=2, transfer_epochs=1, negative_epochs=1, batch_size=4,

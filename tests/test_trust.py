@@ -365,7 +365,7 @@ def test_broken_config_files_are_one_line_errors(tmp_path, caplog, text, word):
 
 
 def test_train_takes_the_photo_preset_as_its_config(tmp_path):
-    from rlseg.cli import _config_file
+    from rlseg.cli_train import _config_file
 
     settings = _config_file(REPO / "configs" / "photos.yaml")
     assert settings["resolutions"] == [128, 256] and "multiclass" not in settings

@@ -14,31 +14,22 @@ error (one line, no traceback); 3 an unexpected error (a bug: ``--debug`` shows 
 from __future__ import annotations
 
 import argparse
-import copy
 import logging
-import os
 import sys
-import time
 from pathlib import Path
 
 import yaml
 
 from rlseg.checkpoint import CheckpointMismatch
-from rlseg.config import check_single_class
+from rlseg.cli_predict import cmd_predict
+from rlseg.cli_train import IMAGE_CHECKS, cmd_train
 from rlseg.imageio import BadImageError
-from rlseg.io import UnsafeNameError, unique_stems
-from rlseg.settings import ConfigError, fill_defaults, schema, validate
-from rlseg.voc import voc_palette, voc_palette_array
+from rlseg.io import InputError, UnsafeNameError
+from rlseg.settings import ConfigError, schema
 
 log = logging.getLogger("rlseg")
 
-__all__ = ["InputError", "main"]
-
-EXIT_DONE, EXIT_SKIPPED, EXIT_USER_ERROR, EXIT_BUG = 0, 1, 2, 3
-
-
-class InputError(ValueError):
-    """A command's inputs or outputs that cannot work (empty input set, an output over an input, ...)."""
+__all__ = ["main"]
 
 
 # what a user's mistake raises: a one-line message and exit status 2, never a traceback
@@ -65,13 +56,6 @@ def _schema(block: str) -> dict:
     return schema()["properties"][block]
 
 
-def _single_class_schema() -> dict:
-    return _schema("single_class")
-
-
-PALETTE = voc_palette()
-PALETTE_ARRAY = voc_palette_array()
-IMAGE_CHECKS = ("min_side", "max_pixels", "near_duplicate_bits")  # the images keys that decide which files train
 
 
 def _flag_type(spec: dict):
@@ -103,7 +87,7 @@ def _add_train(sub) -> None:
         p.add_argument(f"--{key.replace('_', '-')}", dest=key, type=int, default=images[key]["default"],
                        help=f"images.{key}: {images[key]['description']} [{images[key]['default']}]")
     group = p.add_argument_group("single_class settings (config.schema.yaml; default in brackets)")
-    for key, spec in _single_class_schema()["properties"].items():
+    for key, spec in _schema("single_class")["properties"].items():
         if key in ("init", "negatives"):
             continue  # the workflow's keys: --negatives FOLDER says both here
         kind = _flag_type(spec)
@@ -136,240 +120,6 @@ def _add_predict(sub) -> None:
     p.add_argument("--batch-size", type=_at_least(1), default=16)
 
 
-def train_settings(args: argparse.Namespace) -> dict:
-    """The single_class settings: the schema's defaults, then the YAML file, then the flags; validated and checked
-    as the workflow checks them."""
-    block = _single_class_schema()
-    settings: dict = {}
-    if args.config:
-        settings.update(_config_file(args.config))
-    for key in block["properties"]:
-        value = getattr(args, key, None)
-        if value is not None:
-            settings[key] = value
-    settings["negatives"] = args.negatives is not None
-    validate(settings, block, prefix="single_class.")
-    settings = copy.deepcopy(settings)
-    fill_defaults(block, settings)
-    check_single_class(settings)
-    return settings
-
-
-def _config_file(path: Path) -> dict:
-    """The single_class settings of a YAML file: its ``single_class`` block, or the file itself as that block; the
-    workflow's other blocks (a whole config such as configs/photos.yaml) are ignored, as they are for one folder."""
-    try:
-        loaded = yaml.safe_load(path.read_text())
-    except OSError as err:
-        raise ConfigError(f"{path}: cannot read the --config file ({err.strerror or err})") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
-    loaded = {} if loaded is None else loaded
-    if not isinstance(loaded, dict):
-        raise ConfigError(f"{path}: a --config file is a mapping of settings, not a {type(loaded).__name__}")
-    if "single_class" in loaded:
-        block = loaded["single_class"]
-        if not isinstance(block, dict):
-            raise ConfigError(f"{path}: single_class must be a mapping of settings")
-        return block
-    workflow_blocks = set(schema()["properties"]) - {"single_class"}
-    return {k: v for k, v in loaded.items() if k not in workflow_blocks}
-
-
-def _folder(folder: Path, what: str) -> Path:
-    if not folder.is_dir():
-        raise InputError(f"{folder}: not a folder ({what})")
-    return folder
-
-
-def _manifest(folder: Path, out: Path, args: argparse.Namespace) -> tuple[Path, int]:
-    """Check a folder's images as the ingest and manifests rules do, and write its manifest; skipped files are
-    named. Raises :class:`InputError` when no image is usable."""
-    from rlseg.ingest import check_files, finalize_manifests, folder_images, write_manifest
-
-    rows = check_files(folder_images(folder), root=folder, max_pixels=args.max_pixels, min_side=args.min_side)
-    rows = finalize_manifests({folder.name: rows}, near_duplicate_bits=args.near_duplicate_bits,
-                              min_images=0)[folder.name]
-    for r in rows:
-        if r["status"] != "used":
-            log.warning("skipped %s: %s", r["path"], r["reason"])
-    used = sum(r["status"] == "used" for r in rows)
-    if not used:
-        raise InputError(f"{folder}: no usable image ({len(rows)} named .jpg/.jpeg/.png, all skipped)" if rows else
-                         f"{folder}: no image (.jpg, .jpeg, .png) in it")
-    write_manifest(out, rows)
-    return out, used
-
-
-def _outside_inputs(path: Path, folders: list[Path], what: str) -> None:
-    """Refuse an output path inside an input folder: outputs never land among (or over) the inputs."""
-    for folder in folders:
-        if folder.resolve() in (path.resolve(), *path.resolve().parents):
-            raise InputError(f"{what} {path} is inside the input folder {folder}; write it elsewhere")
-
-
-def cmd_train(args: argparse.Namespace) -> int:
-    from rlseg.pipeline import run_single_class, setup_job
-
-    settings = train_settings(args)
-    folders = [_folder(args.folder, "the class's images")]
-    if args.negatives:
-        folders.append(_folder(args.negatives, "--negatives"))
-    work = args.out.parent / f"{args.out.stem}.work"
-    for path, what in ((args.out, "--out"), (work, "the work folder")):
-        _outside_inputs(path, folders, what)
-    if args.out.is_dir():
-        raise InputError(f"--out {args.out} is a folder; name the model file to write (e.g. {args.out}/model.pt)")
-    setup_job(args.threads)
-    work.mkdir(parents=True, exist_ok=True)
-    manifest, n = _manifest(args.folder, work / "manifest.csv", args)
-    manifests, classes = [str(manifest)], ["object"]
-    if args.negatives:
-        neg, _ = _manifest(args.negatives, work / "negatives.csv", args)
-        manifests.append(str(neg))
-        classes.append("negatives")
-    log.info("training on %d images of %s; checkpoints and history in %s", n, args.folder, work)
-    run_single_class("object", str(manifest), manifests, classes, {c: i + 1 for i, c in enumerate(classes)},
-                     settings, str(work), str(args.out), str(work / "history.csv"), device=args.device,
-                     near_duplicate_bits=args.near_duplicate_bits)
-    log.info("model -> %s", args.out)
-    return EXIT_DONE
-
-
-def _inputs(paths: list[Path]) -> list[Path]:
-    """The image files named, and those in the folders named; a name that does not exist is an error, a folder
-    without images too (its files of other kinds are not inputs)."""
-    from rlseg.ingest import folder_images
-
-    out: list[Path] = []
-    for p in paths:
-        if p.is_dir():
-            found = folder_images(p)
-            if not found:
-                raise InputError(f"{p}: no image (.jpg, .jpeg, .png) in this folder")
-            out += found
-        elif os.path.lexists(p):
-            out.append(p)
-        else:
-            raise InputError(f"{p}: no such file or folder")
-    if not out:
-        raise InputError("no input image")
-    return list(dict.fromkeys(out))
-
-
-def _output_names(files: list[Path], out: Path) -> list[str]:
-    """Each input's output name (``<name>.png``, ``<name>_overlay.jpg``): its stem, made unique where two inputs
-    share one (:func:`rlseg.io.unique_stems`). Refuses an ``--out`` that holds an input, since it would be
-    written over or mixed with the outputs."""
-    out_real = out.resolve()
-    for f in files:
-        if out_real in Path(os.path.realpath(f)).parents or out_real in f.absolute().parents:
-            raise InputError(f"--out {out} holds the input {f}; write the masks to another folder")
-    names = unique_stems(files)
-    for f, name in zip(files, names, strict=True):
-        if name != f.stem:
-            log.info("%s -> %s.png (another input has the stem %s)", f, name, f.stem)
-    return names
-
-
-def _object_truth(path: Path, size: tuple[int, int]):
-    """A true mask as object (1) / background (0) / void (255): a palette mask's non-zero labels are the object,
-    a greyscale (saliency-style) mask's pixels >= 128.
-
-    Raises:
-        BadImageError: unreadable, or not of ``size`` (the image's width, height).
-    """
-    import numpy as np
-    from PIL import Image
-
-    from rlseg.imageio import DECODER_ERRORS, regular_file
-
-    regular_file(path)
-    try:
-        with Image.open(path) as img:
-            if img.size != size:
-                raise BadImageError(path, f"true mask is {img.size[0]}x{img.size[1]}, its image {size[0]}x{size[1]}")
-            if img.mode == "P":
-                arr = np.asarray(img)
-                return np.where(arr == 255, 255, arr > 0).astype(np.uint8)
-            return (np.asarray(img.convert("L")) >= 128).astype(np.uint8)
-    except DECODER_ERRORS as err:
-        raise BadImageError(path, f"unreadable true mask ({type(err).__name__}: {err})") from None
-
-
-def _predict_batch(files: list[Path], names: list[str], model, dev, args: argparse.Namespace, cm,
-                   failed: list[Path]) -> int:
-    """Masks and overlays of one batch of files (``names``: their output names); unreadable files, and true masks
-    that cannot be scored, are logged and added to ``failed``."""
-    import numpy as np
-
-    from rlseg.imageio import BadImageError, load_image
-    from rlseg.inference import overlay, segment
-    from rlseg.io import atomic_path, child_path, save_png
-
-    batch = []
-    for f, name in zip(files, names, strict=True):
-        try:
-            batch.append((f, name, load_image(f, min_side=1)))
-        except BadImageError as err:
-            log.error("skipped %s: %s", f, err.reason)
-            failed.append(f)
-    if not batch:
-        return 0
-    labels = segment(model, [im for _, _, im in batch], dev, args.class_id, args.resolution)
-    for (f, name, im), label in zip(batch, labels, strict=True):
-        save_png(child_path(args.out, name, ".png"), label, palette=PALETTE)
-        with atomic_path(child_path(args.out, name, "_overlay.jpg")) as tmp:
-            overlay(im, label, PALETTE_ARRAY).save(tmp, format="JPEG", quality=90)
-        if cm is not None:
-            truth = args.truth / f"{f.stem}.png"
-            if not os.path.lexists(truth):
-                log.warning("no true mask for %s in %s", f.name, args.truth)
-                continue
-            try:
-                cm.update(_object_truth(truth, im.size), (label > 0).astype(np.uint8))
-            except BadImageError as err:
-                log.error("not scored %s: %s", f, err)
-                failed.append(f)
-    return len(batch)
-
-
-def cmd_predict(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-    from tqdm.contrib.logging import logging_redirect_tqdm
-
-    from rlseg.inference import load_model
-    from rlseg.metrics import ConfusionMatrix, f_measure, jaccard
-    from rlseg.pipeline import setup_job
-    from rlseg.runtime import resolve_device
-
-    files = _inputs(args.inputs)
-    names = _output_names(files, args.out)
-    if args.truth is not None and not args.truth.is_dir():
-        raise InputError(f"--truth {args.truth}: not a folder of true masks")
-    if args.out.exists() and not args.out.is_dir():
-        raise InputError(f"--out {args.out} is a file; name a folder for the masks")
-    setup_job()
-    dev = resolve_device(args.device)
-    model = load_model(args.model, dev)
-    if args.resolution is not None and model.kind != "single_class":
-        raise InputError("--resolution applies to a single-class model; a multi-class model predicts at full size")
-    args.out.mkdir(parents=True, exist_ok=True)
-    cm = ConfusionMatrix(2) if args.truth else None
-    failed: list[Path] = []
-    done = 0
-    t0 = time.time()
-    with logging_redirect_tqdm():
-        for i in tqdm(range(0, len(files), args.batch_size), desc="predict", mininterval=5):
-            done += _predict_batch(files[i : i + args.batch_size], names[i : i + args.batch_size], model, dev, args,
-                                   cm, failed)
-    log.info("%d masks and overlays -> %s (%.1f s)%s", done, args.out, time.time() - t0,
-             f"; {len(failed)} file(s) skipped: {', '.join(str(f) for f in failed)}" if failed else "")
-    if cm is not None and cm.matrix.sum():
-        print(f"F-measure {f_measure(cm.matrix):.4f}  Jaccard {jaccard(cm.matrix):.4f}  ({done} images)")
-    return EXIT_SKIPPED if failed else EXIT_DONE
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="rlseg", description="Segmentation without pixel labels (regularized loss, "
                                  "Veksler ECCV 2020). The whole workflow: snakemake --cores 8 results/voc_miou.txt")
@@ -385,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         log.error("%s", err)
-        return EXIT_USER_ERROR
+        return 2
     except KeyboardInterrupt:
         log.error("interrupted")
         return 130
@@ -393,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         log.error("unexpected error (%s: %s); rerun with --debug for the traceback", type(err).__name__, err)
-        return EXIT_BUG
+        return 3
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import json
 import os
 import re
 import tempfile
@@ -18,8 +19,12 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-__all__ = ["UnsafeNameError", "atomic_path", "child_path", "plain_name", "save_png", "save_torch", "unique_stems",
-           "write_csv", "write_text"]
+__all__ = ["InputError", "UnsafeNameError", "atomic_path", "child_path", "plain_name", "save_png", "save_torch",
+           "unique_stems", "write_csv", "write_json", "write_text"]
+
+
+class InputError(ValueError):
+    """A command's inputs or outputs that cannot work together (no input, an output over an input, ...)."""
 
 
 class UnsafeNameError(ValueError):
@@ -119,6 +124,11 @@ def write_text(path: str | os.PathLike, text: str) -> None:
     """Write a text file atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Write ``obj`` as indented JSON (keys sorted) atomically."""
+    write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
 def write_csv(path: str | os.PathLike, rows: Sequence[dict[str, Any]], fieldnames: Sequence[str] | None = None) -> None:

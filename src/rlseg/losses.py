@@ -11,21 +11,20 @@ the paper's numbers) differ, the reference is the default and the printed form i
   (``positional_loss(..., center_half=None, center_size=3, border_mode="band")``).
 * Eq. 7: printed as (mean - 1)^2, the reference pushes the object probability of negatives to 0:
   (mean)^2 (``negative_loss(..., printed=True)`` gives the printed form).
-* Eq. 8: the reference's sigma runs from 0.05 to 0.15 inclusive over the steps (:func:`anneal_sigmas`);
-  the printed schedule starts at 0.05 + 0.1/n (``anneal_sigmas(n, printed=True)``).
+* Eq. 8: the reference's sigma runs from 0.05 to 0.15 inclusive over the steps
+  (:func:`rlseg.schedule.anneal_sigmas`); the printed schedule starts at 0.05 + 0.1/n.
 
 Negatives (Eq. 7) in a batch with positives: as printed, sparse-CRF, volumetric and positional losses see the
-positives only and the negative loss the negatives only (``RegularizedLoss(negatives_in_positional=False)``, the
-default). The reference also lets them into the positional loss: its border term averages over every image of the
-batch, negatives included, and its centre term adds (mean object probability of the negatives)^2, weighted like
-the positional loss -- with lambda_pos = 1 and lambda_neg = 2 an effective negative weight of 3
-(``negatives_in_positional=True``, config ``single_class.negatives_in_positional``).
+positives only and the negative loss the negatives only (``negatives_in_positional=False`` of
+:class:`rlseg.regularized_loss.RegularizedLoss`, the default). The reference also lets them into the positional
+loss: its border term averages over every image of the batch, negatives included, and its centre term adds (mean
+object probability of the negatives)^2, weighted like the positional loss -- with lambda_pos = 1 and lambda_neg = 2
+an effective negative weight of 3 (``negatives_in_positional=True``, config ``single_class.negatives_in_positional``).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -36,14 +35,11 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
-    "LossWeights",
-    "RegularizedLoss",
-    "anneal_sigmas",
     "border_loss",
     "centre_loss",
-    "dense_crf_loss",
     "edge_weights",
     "gt_loss",
+    "normalise_colours",
     "negative_loss",
     "positional_loss",
     "sparse_crf_loss",
@@ -51,7 +47,7 @@ __all__ = [
 ]
 
 
-def _normalise(image: torch.Tensor) -> torch.Tensor:
+def normalise_colours(image: torch.Tensor) -> torch.Tensor:
     mean = image.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
     std = image.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
     return (image - mean) / std
@@ -279,127 +275,3 @@ def negative_loss(probs: torch.Tensor, printed: bool = False) -> torch.Tensor:
 def gt_loss(probs: torch.Tensor, masks: torch.Tensor, ignore_index: int = 255) -> torch.Tensor:
     """Cross-entropy on true masks (the 'gt' networks of the paper's Table 2)."""
     return F.nll_loss(torch.log(probs.clamp_min(1e-8)), masks.long(), ignore_index=ignore_index)
-
-
-def dense_crf_loss(
-    probs: torch.Tensor,
-    image: torch.Tensor,
-    sigma_rgb: float = 0.15,
-    sigma_xy: float = 0.1,
-    max_pixels: int = 4096,
-) -> torch.Tensor:
-    """Dense-CRF loss (Krähenbühl & Koltun kernel), for the paper's Table 1 study, not for training.
-
-    Potts over all pixel pairs, relaxed as sum_pq k_pq |x_p - x_q| / |P|^2 with the Gaussian kernel
-    k_pq = exp(-||C_p - C_q||^2 / 2 sigma_rgb^2 - ||p - q||^2 / 2 sigma_xy^2); colours normalised as in
-    :func:`sparse_crf_loss`, positions in units of the image side. Exact: images with more than
-    ``max_pixels`` pixels are area-downsampled to fit first.
-    """
-    b, _, h, w = probs.shape
-    scale = min(1.0, math.sqrt(max_pixels / (h * w)))
-    if scale < 1.0:
-        size = (max(1, int(h * scale)), max(1, int(w * scale)))
-        probs = F.interpolate(probs, size=size, mode="area")
-        image = F.interpolate(image, size=size, mode="area")
-        h, w = size
-    c = _normalise(image).flatten(2).transpose(1, 2)  # B, N, 3
-    ys, xs = torch.meshgrid(
-        torch.arange(h, dtype=probs.dtype, device=probs.device) / max(h, w),
-        torch.arange(w, dtype=probs.dtype, device=probs.device) / max(h, w),
-        indexing="ij",
-    )
-    pos = torch.stack([ys.flatten(), xs.flatten()], 1)
-    k_xy = torch.cdist(pos, pos).pow(2) / (2 * sigma_xy**2)
-    x = probs[:, 1].flatten(1)
-    total = probs.new_zeros(())
-    for i in range(b):
-        k = torch.exp(-torch.cdist(c[i], c[i]).pow(2) / (2 * sigma_rgb**2) - k_xy)
-        total = total + (k * (x[i, :, None] - x[i, None, :]).abs()).mean()
-    return total / b
-
-
-def anneal_sigmas(steps: int = 15, start: float = 0.05, end: float = 0.15, printed: bool = False) -> list[float]:
-    """Eq. 8 schedule of sigma over the annealing steps.
-
-    Reference (default): ``start`` to ``end`` inclusive, linearly. Printed: sigma(i) = start + i/n (end - start),
-    i = 1..n, which starts at 0.0567 for n = 15.
-    """
-    if steps <= 0:
-        return []
-    if printed:
-        return [start + i / steps * (end - start) for i in range(1, steps + 1)]
-    if steps == 1:
-        return [end]
-    return [start + (end - start) * i / (steps - 1) for i in range(steps)]
-
-
-@dataclass(kw_only=True)
-class LossWeights:
-    """Weights of one training stage (Eq. 6 plus Eq. 7), by keyword only: a new term cannot shift the others."""
-
-    reg: float = 100.0
-    vol: float = 1.0
-    pos: float = 1.0
-    neg: float = 2.0
-    sigma: float = 0.15
-
-
-@dataclass
-class RegularizedLoss:
-    """The complete loss of Eq. 6 (+ Eq. 7 where negatives exist), computed once per batch.
-
-    In a batch that mixes positives and negatives, sparse-CRF and volumetric losses see the positives only, the
-    negative loss the negatives only, and the positional loss the positives only or, with
-    ``negatives_in_positional`` (the reference), negatives too (see the module's docstring). ``__call__`` returns the
-    weighted total and each term (unweighted) for logging.
-    """
-
-    weights: LossWeights = field(default_factory=LossWeights)
-    diagonal: bool = False
-    vol_target: float = 0.5
-    vol_minimum: float = 0.15
-    lambda_s: float = 5.0
-    small_reduction: str = "mean"
-    border_width: int = 3
-    center_half: int | None = 2
-    center_size: int = 3
-    border_mode: str = "sides"
-    negative_printed: bool = False
-    negatives_in_positional: bool = False
-
-    def __call__(
-        self, probs: torch.Tensor, image: torch.Tensor, is_negative: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, dict[str, float]]:
-        w = self.weights
-        terms: dict[str, torch.Tensor] = {}
-        x = probs[:, 1]  # every term reads the object channel: sliced once, so its gradient is one map
-        pos_mask = None if is_negative is None else ~is_negative
-        xp, im = x, image
-        if pos_mask is not None and not bool(pos_mask.all()):
-            xp, im = x[pos_mask], image[pos_mask]
-        total = probs.new_zeros(())
-        has_neg = is_negative is not None and bool(is_negative.any())
-        if xp.shape[0] > 0:
-            terms["sparse_crf"] = _sparse_crf(xp, im, w.sigma, self.diagonal)
-            terms["volumetric"] = _volumetric(xp, self.vol_target, self.vol_minimum, self.lambda_s,
-                                              self.small_reduction)
-            total = total + w.reg * terms["sparse_crf"] + w.vol * terms["volumetric"]
-        x_neg = x[is_negative] if has_neg else None
-        # the negatives' (mean object probability)^2: Eq. 7 as the reference computes it, computed once
-        neg_squared = _negative(x_neg, printed=False) if has_neg else None
-        if self.negatives_in_positional and has_neg:
-            # the reference: the border over the whole batch; the centre over the positives, plus the negatives'
-            # mean object probability squared
-            positional = _border(x, self.border_width, self.border_mode) + neg_squared
-            if xp.shape[0] > 0:
-                positional = positional + _centre(xp, self.center_half, self.center_size)
-            terms["positional"] = positional
-            total = total + w.pos * positional
-        elif xp.shape[0] > 0:
-            terms["positional"] = _positional(xp, self.border_width, self.center_half, self.center_size,
-                                              self.border_mode)
-            total = total + w.pos * terms["positional"]
-        if has_neg:
-            terms["negative"] = _negative(x_neg, printed=True) if self.negative_printed else neg_squared
-            total = total + w.neg * terms["negative"]
-        return total, {k: float(v.detach()) for k, v in terms.items()}

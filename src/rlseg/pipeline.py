@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -190,12 +189,6 @@ def make_pseudo_gt(model_path: str, manifest: str, class_id: int, out_pairs: str
     write_csv(out_pairs, rows, ["image", "label", "object_fraction"])
     log.info("pseudo ground truth: %d images -> %s", len(rows), outdir)
     return len(rows)
-
-
-def write_json(path: str | os.PathLike, obj: dict) -> None:
-    from rlseg.io import write_text
-
-    write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
 def base_model_images(base: dict, results: str, manifests: Sequence[str] = ()) -> list[Path]:

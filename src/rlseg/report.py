@@ -16,12 +16,11 @@ import numpy as np
 from PIL import Image
 
 from rlseg.evaluate import read_confusion, read_per_class_iou
-from rlseg.ingest import read_manifest, read_pairs
+from rlseg.ingest import read_manifest
 from rlseg.io import atomic_path
 
 __all__ = [
     "GalleryRow",
-    "class_gallery_rows",
     "confusion_heatmap",
     "gallery",
     "iou_bars",
@@ -275,46 +274,3 @@ def loss_accuracy_scatter(study_csv: str | os.PathLike, out: str | os.PathLike) 
     fig.suptitle("regularized loss against accuracy along training with ground truth (stars: the ground truth)")
     _save(fig, out)
     return table
-
-
-def class_gallery_rows(
-    class_id: int,
-    class_model: str | os.PathLike,
-    multiclass_model: str | os.PathLike,
-    pseudo_pairs: str | os.PathLike,
-    eval_index: str | os.PathLike,
-    predictions: str | os.PathLike,
-    truth_pairs: str | os.PathLike | None,
-    n: int,
-    device: str = "auto",
-    resolution: int | None = None,
-) -> list[GalleryRow]:
-    """A fixed sample for one class's gallery: its first ``n`` training images (by path) with their pseudo labels
-    and the multi-class network's output on them, then the first ``n`` evaluation images (in index order) whose
-    true mask holds the class, with the class CNN's label (at ``resolution``, as the pseudo labels were made) and
-    the evaluation's prediction. True masks come from ``truth_pairs`` (training) and the index (evaluation)."""
-    from rlseg.imageio import load_image, load_mask
-    from rlseg.inference import load_model, segment
-    from rlseg.runtime import resolve_device
-
-    dev = resolve_device(device)
-    single, multi = load_model(class_model, dev), load_model(multiclass_model, dev)
-    truth_of = dict(read_pairs([str(truth_pairs)])) if truth_pairs else {}
-    rows = []
-    for r in sorted(read_manifest(pseudo_pairs), key=lambda r: r["image"])[:n]:
-        im = load_image(r["image"], min_side=1)
-        truth = truth_of.get(r["image"])
-        rows.append(GalleryRow(f"train {Path(r['image']).stem}", im,
-                               load_mask(r["label"], size=im.size, num_classes=256), segment(multi, [im], dev)[0],
-                               load_mask(truth, size=im.size, num_classes=256) if truth else None))
-    predicted = {r["id"]: r["prediction"] for r in read_manifest(predictions)}
-    for r in read_manifest(eval_index):
-        if len(rows) >= 2 * n:
-            break
-        truth = load_mask(r["mask"], num_classes=256)
-        if not (truth == class_id).any():
-            continue
-        im = load_image(r["image"], min_side=1)
-        rows.append(GalleryRow(f"eval {r['id']}", im, segment(single, [im], dev, class_id, resolution)[0],
-                               load_mask(predicted[r["id"]], size=im.size, num_classes=256), truth))
-    return rows

@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from rlseg.losses import LossWeights, RegularizedLoss, anneal_sigmas
+from rlseg.regularized_loss import LossWeights, RegularizedLoss
 from rlseg.settings import defaults
 
-__all__ = ["EpochPlan", "SingleClassConfig", "epoch_order", "negative_sample", "single_class_settings",
+__all__ = ["EpochPlan", "SingleClassConfig", "anneal_sigmas", "epoch_order", "negative_sample", "single_class_settings",
            "stage_plans"]
 
 _SC = defaults("single_class")
@@ -103,6 +103,21 @@ def single_class_settings(settings: dict) -> tuple[SingleClassConfig, bool]:
     cfg_dict.pop("init", None)
     use_negatives = bool(cfg_dict.pop("negatives", False))
     return SingleClassConfig.from_dict(cfg_dict), use_negatives
+
+def anneal_sigmas(steps: int = 15, start: float = 0.05, end: float = 0.15, printed: bool = False) -> list[float]:
+    """Eq. 8 schedule of sigma over the annealing steps.
+
+    Reference (default): ``start`` to ``end`` inclusive, linearly. Printed: sigma(i) = start + i/n (end - start),
+    i = 1..n, which starts at 0.0567 for n = 15.
+    """
+    if steps <= 0:
+        return []
+    if printed:
+        return [start + i / steps * (end - start) for i in range(1, steps + 1)]
+    if steps == 1:
+        return [end]
+    return [start + (end - start) * i / (steps - 1) for i in range(steps)]
+
 
 @dataclass
 class EpochPlan:

@@ -9,17 +9,19 @@ and mean per-image F-measure. The ground truth's own losses are recorded too (th
 from __future__ import annotations
 
 import logging
+import math
 import os
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm import tqdm
 
 from rlseg.data import to_float
 from rlseg.inference import predict
-from rlseg.losses import dense_crf_loss, sparse_crf_loss
+from rlseg.losses import normalise_colours, sparse_crf_loss
 from rlseg.metrics import per_image_f_measure
 from rlseg.models import build_unet
 from rlseg.runtime import resolve_device
@@ -32,6 +34,43 @@ __all__ = ["loss_accuracy_study", "run_loss_study", "segmentation_losses"]
 
 
 @torch.no_grad()
+def dense_crf_loss(
+    probs: torch.Tensor,
+    image: torch.Tensor,
+    sigma_rgb: float = 0.15,
+    sigma_xy: float = 0.1,
+    max_pixels: int = 4096,
+) -> torch.Tensor:
+    """Dense-CRF loss (Krähenbühl & Koltun kernel), for the paper's Table 1 study, not for training.
+
+    Potts over all pixel pairs, relaxed as sum_pq k_pq |x_p - x_q| / |P|^2 with the Gaussian kernel
+    k_pq = exp(-||C_p - C_q||^2 / 2 sigma_rgb^2 - ||p - q||^2 / 2 sigma_xy^2); colours normalised as in
+    :func:`rlseg.losses.sparse_crf_loss`, positions in units of the image side. Exact: images with more than
+    ``max_pixels`` pixels are area-downsampled to fit first.
+    """
+    b, _, h, w = probs.shape
+    scale = min(1.0, math.sqrt(max_pixels / (h * w)))
+    if scale < 1.0:
+        size = (max(1, int(h * scale)), max(1, int(w * scale)))
+        probs = F.interpolate(probs, size=size, mode="area")
+        image = F.interpolate(image, size=size, mode="area")
+        h, w = size
+    c = normalise_colours(image).flatten(2).transpose(1, 2)  # B, N, 3
+    ys, xs = torch.meshgrid(
+        torch.arange(h, dtype=probs.dtype, device=probs.device) / max(h, w),
+        torch.arange(w, dtype=probs.dtype, device=probs.device) / max(h, w),
+        indexing="ij",
+    )
+    pos = torch.stack([ys.flatten(), xs.flatten()], 1)
+    k_xy = torch.cdist(pos, pos).pow(2) / (2 * sigma_xy**2)
+    x = probs[:, 1].flatten(1)
+    total = probs.new_zeros(())
+    for i in range(b):
+        k = torch.exp(-torch.cdist(c[i], c[i]).pow(2) / (2 * sigma_rgb**2) - k_xy)
+        total = total + (k * (x[i, :, None] - x[i, None, :]).abs()).mean()
+    return total / b
+
+
 def segmentation_losses(probs: torch.Tensor, images: torch.Tensor, sigma: float, batch_size: int = 16
                         ) -> tuple[float, float]:
     """Mean sparse-CRF and dense-CRF loss of object probabilities [N, H, W] on uint8 images [N, 3, H, W]."""

@@ -20,9 +20,10 @@ from tqdm import tqdm
 from rlseg.checkpoint import load_weights, resume, save_checkpoint, save_weights
 from rlseg.data import to_float
 from rlseg.feature_cache import FeatureCache, batch_images, epoch_batches
-from rlseg.losses import RegularizedLoss, gt_loss
+from rlseg.losses import gt_loss
 from rlseg.metrics import ConfusionMatrix, f_measure, jaccard
 from rlseg.models import SingleClassUNet, build_unet
+from rlseg.regularized_loss import RegularizedLoss
 from rlseg.runtime import NonFiniteLossError, autocast, resolve_device
 from rlseg.schedule import EpochPlan, SingleClassConfig, epoch_order, negative_sample, stage_plans
 

@@ -1,0 +1,121 @@
+"""``rlseg train``: one class's folder through the workflow's single-class stages, with the workflow's checks."""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import logging
+from pathlib import Path
+
+import yaml
+
+from rlseg.config import check_single_class
+from rlseg.ingest import check_files, finalize_manifests, folder_images, write_manifest
+from rlseg.io import InputError
+from rlseg.settings import ConfigError, fill_defaults, schema, validate
+
+log = logging.getLogger("rlseg")
+
+__all__ = ["IMAGE_CHECKS", "cmd_train", "train_settings"]
+
+IMAGE_CHECKS = ("min_side", "max_pixels", "near_duplicate_bits")  # the images keys that decide which files train
+
+
+def train_settings(args: argparse.Namespace) -> dict:
+    """The single_class settings: the schema's defaults, then the YAML file, then the flags; validated and checked
+    as the workflow checks them."""
+    block = schema()["properties"]["single_class"]
+    settings: dict = {}
+    if args.config:
+        settings.update(_config_file(args.config))
+    for key in block["properties"]:
+        value = getattr(args, key, None)
+        if value is not None:
+            settings[key] = value
+    settings["negatives"] = args.negatives is not None
+    validate(settings, block, prefix="single_class.")
+    settings = copy.deepcopy(settings)
+    fill_defaults(block, settings)
+    check_single_class(settings)
+    return settings
+
+
+def _config_file(path: Path) -> dict:
+    """The single_class settings of a YAML file: its ``single_class`` block, or the file itself as that block; the
+    workflow's other blocks (a whole config such as configs/photos.yaml) are ignored, as they are for one folder."""
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read the --config file ({err.strerror or err})") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    loaded = {} if loaded is None else loaded
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: a --config file is a mapping of settings, not a {type(loaded).__name__}")
+    if "single_class" in loaded:
+        block = loaded["single_class"]
+        if not isinstance(block, dict):
+            raise ConfigError(f"{path}: single_class must be a mapping of settings")
+        return block
+    workflow_blocks = set(schema()["properties"]) - {"single_class"}
+    return {k: v for k, v in loaded.items() if k not in workflow_blocks}
+
+
+def _folder(folder: Path, what: str) -> Path:
+    if not folder.is_dir():
+        raise InputError(f"{folder}: not a folder ({what})")
+    return folder
+
+
+def _manifest(folder: Path, out: Path, args: argparse.Namespace) -> tuple[Path, int]:
+    """Check a folder's images as the ingest and manifests rules do, and write its manifest; skipped files are
+    named. Raises :class:`InputError` when no image is usable."""
+    rows = check_files(folder_images(folder), root=folder, max_pixels=args.max_pixels, min_side=args.min_side)
+    rows = finalize_manifests({folder.name: rows}, near_duplicate_bits=args.near_duplicate_bits,
+                              min_images=0)[folder.name]
+    for r in rows:
+        if r["status"] != "used":
+            log.warning("skipped %s: %s", r["path"], r["reason"])
+    used = sum(r["status"] == "used" for r in rows)
+    if not used:
+        raise InputError(f"{folder}: no usable image ({len(rows)} named .jpg/.jpeg/.png, all skipped)" if rows else
+                         f"{folder}: no image (.jpg, .jpeg, .png) in it")
+    write_manifest(out, rows)
+    return out, used
+
+
+def _outside_inputs(path: Path, folders: list[Path], what: str) -> None:
+    """Refuse an output path inside an input folder: outputs never land among (or over) the inputs."""
+    for folder in folders:
+        if folder.resolve() in (path.resolve(), *path.resolve().parents):
+            raise InputError(f"{what} {path} is inside the input folder {folder}; write it elsewhere")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from rlseg.pipeline import run_single_class, setup_job
+
+    settings = train_settings(args)
+    folders = [_folder(args.folder, "the class's images")]
+    if args.negatives:
+        folders.append(_folder(args.negatives, "--negatives"))
+    work = args.out.parent / f"{args.out.stem}.work"
+    for path, what in ((args.out, "--out"), (work, "the work folder")):
+        _outside_inputs(path, folders, what)
+    if args.out.is_dir():
+        raise InputError(f"--out {args.out} is a folder; name the model file to write (e.g. {args.out}/model.pt)")
+    setup_job(args.threads)
+    work.mkdir(parents=True, exist_ok=True)
+    manifest, n = _manifest(args.folder, work / "manifest.csv", args)
+    manifests, classes = [str(manifest)], ["object"]
+    if args.negatives:
+        neg, _ = _manifest(args.negatives, work / "negatives.csv", args)
+        manifests.append(str(neg))
+        classes.append("negatives")
+    log.info("training on %d images of %s; checkpoints and history in %s", n, args.folder, work)
+    run_single_class("object", str(manifest), manifests, classes, {c: i + 1 for i, c in enumerate(classes)},
+                     settings, str(work), str(args.out), str(work / "history.csv"), device=args.device,
+                     near_duplicate_bits=args.near_duplicate_bits)
+    log.info("model -> %s", args.out)
+    return 0
+
+
