@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from rlseg.architectures import check_unet
 from rlseg.models.encoders import (
@@ -39,8 +40,8 @@ def _split_input(conv: nn.Conv2d, x: torch.Tensor, skip: torch.Tensor) -> torch.
     concatenated copy, and no input gradient for a frozen encoder's skip (measured 3-5 % of a training step).
     The same split of the transposed convolutions at the levels without a 3x3 convolution measured no faster."""
     w, n = conv.weight, x.shape[1]
-    y = conv._conv_forward(x, w[:, :n], conv.bias)
-    return y + conv._conv_forward(skip, w[:, n:], None)
+    args = (conv.stride, conv.padding, conv.dilation, conv.groups)  # zero padding: the decoder's convolutions'
+    return F.conv2d(x, w[:, :n], conv.bias, *args) + F.conv2d(skip, w[:, n:], None, *args)
 
 
 class LightUnetDecoder(nn.Module):
