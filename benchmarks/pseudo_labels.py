@@ -35,6 +35,8 @@ VARIANTS = {
     "crf_w_bilateral_8": {"w_bilateral": 8},
     "crf_theta_beta_8": {"theta_beta": 8},
     "crf_theta_beta_20": {"theta_beta": 20},
+    "crf_w_bilateral_16": {"w_bilateral": 16},
+    "crf_w_bilateral_32_radius_8": {"w_bilateral": 32, "radius": 8, "iterations": 10},
 }
 
 

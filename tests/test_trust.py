@@ -114,6 +114,34 @@ def test_predict_refuses_an_out_folder_that_holds_an_input(tmp_path):
     assert sorted(p.name for p in folder.iterdir()) == ["photo.png"]
 
 
+def test_predict_refuses_to_write_masks_over_the_true_masks(tmp_path):
+    folder = _images(tmp_path / "photos", ["a.jpg"])
+    truth = tmp_path / "truth"
+    truth.mkdir()
+    _write_mask(truth / "a.png", np.ones((80, 96)))
+    before = (truth / "a.png").read_bytes()
+    assert cli(["predict", str(_model(tmp_path / "m.pt")), str(folder), "--out", str(truth), "--truth",
+                str(truth)]) == 2
+    assert (truth / "a.png").read_bytes() == before
+
+
+def test_a_file_larger_than_any_allowed_image_is_skipped_unread(tmp_path, monkeypatch):
+    folder = _images(tmp_path / "cls", ["a.jpg"])
+    with open(folder / "huge.jpg", "wb") as fh:
+        fh.truncate(5 * 10_000 + (2 << 20))  # sparse: large on disk's record, nothing written
+    read = []
+    monkeypatch.setattr(Path, "read_bytes", lambda self: read.append(self.name) or b"")
+    rows = {Path(r["path"]).name: r for r in check_files(folder_images(folder), max_pixels=10_000)}
+    assert rows["huge.jpg"]["status"] == "skipped" and "larger than an image" in rows["huge.jpg"]["reason"]
+    assert "huge.jpg" not in read
+
+
+def test_a_fifo_as_config_file_is_an_error_not_a_hang(tmp_path):
+    folder = _images(tmp_path / "cls", ["a.jpg"])
+    proc = _rlseg("train", str(folder), "--out", str(tmp_path / "m.pt"), "--config", str(_fifo(tmp_path / "c.yaml")))
+    assert proc.returncode == 2 and "FIFO" in proc.stderr and "Traceback" not in proc.stderr
+
+
 def test_predict_gives_inputs_that_share_a_stem_a_mask_each(tmp_path):
     d1, d2 = _images(tmp_path / "d1", ["x.jpg", "y.png"]), _images(tmp_path / "d2", ["x.jpg", "x.png"])
     out = tmp_path / "out"

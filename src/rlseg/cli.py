@@ -33,8 +33,8 @@ __all__ = ["main"]
 
 
 # what a user's mistake raises: a one-line message and exit status 2, never a traceback
-USER_ERRORS = (ConfigError, InputError, FileNotFoundError, NotADirectoryError, CheckpointMismatch, BadImageError,
-               UnsafeNameError)
+USER_ERRORS = (ConfigError, InputError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError,
+               CheckpointMismatch, BadImageError, UnsafeNameError)
 
 
 def _at_least(low: int, high: int | None = None, multiple: int = 1):

@@ -130,6 +130,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     names = _output_names(files, args.out)
     if args.truth is not None and not args.truth.is_dir():
         raise InputError(f"--truth {args.truth}: not a folder of true masks")
+    if args.truth is not None and args.truth.resolve() == args.out.resolve():
+        raise InputError(f"--out {args.out} is the --truth folder: the masks would replace the true masks")
     if args.out.exists() and not args.out.is_dir():
         raise InputError(f"--out {args.out} is a file; name a folder for the masks")
     setup_job()

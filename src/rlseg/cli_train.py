@@ -10,6 +10,7 @@ from pathlib import Path
 import yaml
 
 from rlseg.config import check_single_class
+from rlseg.imageio import file_problem
 from rlseg.ingest import check_files, finalize_manifests, folder_images, write_manifest
 from rlseg.io import InputError
 from rlseg.settings import ConfigError, fill_defaults, schema, validate
@@ -43,6 +44,9 @@ def train_settings(args: argparse.Namespace) -> dict:
 def _config_file(path: Path) -> dict:
     """The single_class settings of a YAML file: its ``single_class`` block, or the file itself as that block; the
     workflow's other blocks (a whole config such as configs/photos.yaml) are ignored, as they are for one folder."""
+    problem = file_problem(path)
+    if problem:  # a FIFO would block the read
+        raise ConfigError(f"{path}: cannot read the --config file ({problem})")
     try:
         loaded = yaml.safe_load(path.read_text())
     except OSError as err:

@@ -79,8 +79,9 @@ def check_files(
     """Check each file and return candidate rows (used or skipped with the reason, and a difference hash).
 
     A file is skipped when it is not a regular file (a FIFO, socket, device or directory; a dangling link or a link
-    loop), a symlink pointing outside ``root``, does not decode, is a decompression
-    bomb (> ``max_pixels``), has a side shorter than ``min_side``, or has the same bytes as an earlier file.
+    loop), a symlink pointing outside ``root``, larger on disk than an image of ``max_pixels`` can be (never read),
+    does not decode, is a decompression bomb (> ``max_pixels``), has a side shorter than ``min_side``, or has the
+    same bytes as an earlier file.
     Near-duplicates are found later, across all classes (:func:`finalize_manifests`).
 
     Raises:
@@ -96,6 +97,9 @@ def check_files(
             regular_file(path)
             if root is not None and path.is_symlink() and _outside(path, Path(root)):
                 raise BadImageError(path, f"symlink pointing outside the data folder ({os.readlink(path)})")
+            size = path.stat().st_size
+            if size > 4 * max_pixels + (1 << 20):  # more bytes than 4 a pixel: no image of max_pixels, never read
+                raise BadImageError(path, f"file of {size} bytes, larger than an image of {max_pixels} pixels can be")
             try:
                 data = path.read_bytes()  # read once: decoded and hashed from memory
             except OSError as err:

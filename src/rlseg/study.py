@@ -33,7 +33,6 @@ log = logging.getLogger(__name__)
 __all__ = ["loss_accuracy_study", "run_loss_study", "segmentation_losses"]
 
 
-@torch.no_grad()
 def dense_crf_loss(
     probs: torch.Tensor,
     image: torch.Tensor,
@@ -71,6 +70,7 @@ def dense_crf_loss(
     return total / b
 
 
+@torch.no_grad()
 def segmentation_losses(probs: torch.Tensor, images: torch.Tensor, sigma: float, batch_size: int = 16
                         ) -> tuple[float, float]:
     """Mean sparse-CRF and dense-CRF loss of object probabilities [N, H, W] on uint8 images [N, 3, H, W]."""
