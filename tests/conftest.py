@@ -54,3 +54,10 @@ def smoke_run(tmp_path_factory) -> Path:
     work = tmp_path_factory.mktemp("smoke")
     snakemake(work)
     return work
+
+
+def pytest_collection_modifyitems(items):
+    """The tests that use the shared smoke run of the whole workflow are slow (``pytest -m "not slow"`` skips them)."""
+    for item in items:
+        if "smoke_run" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)

@@ -154,6 +154,7 @@ def _mutate(data: bytes, edits: list[tuple[int, int]], cut: int) -> bytes:
     return bytes(b[: max(cut, 1)]) if cut < len(b) else bytes(b)
 
 
+@pytest.mark.slow
 def test_smoke_pipeline_on_a_folder_with_bad_images(tmp_path):
     from rlseg.synthetic import WorldSpec, write_world
 

@@ -46,6 +46,7 @@ def _benchmark():
     return mod
 
 
+@pytest.mark.slow
 def test_train_then_predict_on_weizmann_horses(horse_dir, tmp_path):
     train, test = tmp_path / "train", tmp_path / "test"
     for d in (train, test):

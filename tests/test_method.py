@@ -6,6 +6,7 @@ same on real photographs when they are there).
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -39,6 +40,7 @@ def _mask_jaccard(lambda_reg: float, images: torch.Tensor, masks: torch.Tensor, 
     return jaccard(cm.matrix)
 
 
+@pytest.mark.slow
 def test_regularized_loss_finds_the_objects_and_beats_the_run_without_it(tmp_path):
     images, masks = _discs()
     with_reg = _mask_jaccard(100.0, images, masks, tmp_path / "reg")

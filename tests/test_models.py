@@ -306,6 +306,7 @@ def test_offline_encoder_loads_packaged_weights():
     assert torch.equal(unet.encoder.model.conv_stem.weight, packaged["_conv_stem.weight"])
 
 
+@pytest.mark.slow
 def test_offline_encoder_recognises_horses(horse_dir: Path):
     """ImageNet head on the packaged weights: "sorrel" (339) in the top 5 for >= 80 % of the horses."""
     import timm

@@ -25,6 +25,8 @@ CLASSES = ["car", "cow", "sheep"]
 SCHEDULE = {"anneal_epochs": 15, "normal_epochs": 20, "negative_epochs": 5}
 MARGIN = 0.15
 
+pytestmark = pytest.mark.slow  # end-to-end runs through Snakemake
+
 
 def _slice(root, flip_masks: bool):
     """A VOC-layout copy of MSRC-v2's train split: the images linked, the masks copied, or flipped upside down

@@ -20,6 +20,8 @@ from snakemake_helpers import REPO, SCORES, snakemake
 
 CLUSTER = REPO / "tests" / "slurm" / "cluster.sh"
 
+pytestmark = pytest.mark.slow  # end-to-end runs through Snakemake
+
 
 def _ensure_slurm() -> None:
     if os.geteuid() != 0:

@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pytest
 import yaml
 from fixtures import make_voc
 from PIL import Image
@@ -22,6 +23,7 @@ def test_pascal_single_excludes_val_and_multi_class_images(tmp_path):
     assert {r["class"] for r in single} == {"cat", "dog"} and {r["labels_from"] for r in single} == {"xml"}
 
 
+@pytest.mark.slow
 def test_voc_single_with_voc_dir_evaluation_end_to_end(tmp_path):
     voc = make_voc(tmp_path / "data", {"cat": 8, "dog": 12}, per_class=8, val=4)
     cfg = tmp_path / "voc.yaml"
@@ -44,6 +46,7 @@ def test_voc_single_with_voc_dir_evaluation_end_to_end(tmp_path):
     assert set(np.unique(label)) <= {0, 12}
 
 
+@pytest.mark.slow
 def test_folder_images_with_voc_dir_evaluation(tmp_path):
     from rlseg.synthetic import WorldSpec, write_world
 
