@@ -60,7 +60,7 @@ class SingleClassConfig:
     lr: float = _SC["lr"]
     # True is the reference's training loop: each annealing step and each stage is its own train_normal call, with
     # a fresh Adam and a StepLR (x0.1 every 100 epochs) that only a stage longer than 100 epochs reaches. The paper
-    # prints neither; one Adam through all stages (False) measured better here (README), so it is the default.
+    # prints neither; one Adam through all stages (False) measured better here (docs/results.md), so it is the default.
     optimizer_restart: bool = _SC["optimizer_restart"]
     lr_step_epochs: int = _SC["lr_step_epochs"]
     lr_gamma: float = _SC["lr_gamma"]

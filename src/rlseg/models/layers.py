@@ -65,8 +65,7 @@ class ShiftSumConv2d(nn.Conv2d):
 
     On the CPU, oneDNN runs a 3x3 convolution to 2 channels at a few percent of its matmul rate: at 128 px it was
     a fifth of a U-Net training step. Here the input goes through one matmul to the nine taps' maps, which are then
-    added shifted: 2.5x (128 px) to 2.1x (256 px) faster forward and backward, the same function up to float
-    rounding. Channels-last inputs, GPUs and autocast take the standard convolution.
+    added shifted: faster forward and backward (docs/performance.md), the same function up to float rounding. Channels-last inputs, GPUs and autocast take the standard convolution.
     """
 
     def __init__(self, in_channels: int, out_channels: int, bias: bool = True) -> None:
@@ -229,10 +228,9 @@ def up_head(x: torch.Tensor, up: nn.Sequential, head: nn.Conv2d) -> torch.Tensor
     """``head(up(x))`` for ``up`` = ConvTranspose2d(k=2, s=2) + BatchNorm2d + ReLU and a 3x3 ``head``, computed in
     sub-pixel layout on the CPU: the same function, parameters and running statistics, up to float rounding.
 
-    These full-resolution layers are memory-bound: a U-Net training step on the CPU spent about a third of its time
-    in them at 128 px, and half at 256 px. Here no full-resolution map of the up block's channels is shuffled,
-    normalised, padded or kept for backward: forward and backward went from 27.6 to 21.0 ms (128 px) and from 159
-    to 88 ms (256 px) for a batch of 16 (docs/performance.md). Other devices, layouts, dtypes and autocast take
+    These full-resolution layers are memory-bound and take a large share of a U-Net training step on the CPU. Here
+    no full-resolution map of the up block's channels is shuffled, normalised, padded or kept for backward, which
+    makes forward and backward faster (docs/performance.md). Other devices, layouts, dtypes and autocast take
     the modules themselves.
     """
     convt, bn, _ = up

@@ -18,8 +18,8 @@ from rlseg.models.encoders import (
 from rlseg.models.layers import ShiftSumConv2d, up_head
 from rlseg.settings import defaults
 
-# one 3x3 conv after the skip concatenations at strides 4 and 2 only: on ECSSD it lifts reg from 0.67-0.71 to 0.75
-# where convolutions at the coarse strides sink it (docs/single_class_study.md)
+# one 3x3 conv after the skip concatenations at strides 4 and 2 only: it lifts ECSSD's reg F-measure where
+# convolutions at the coarse strides sink it (docs/single_class_study.md)
 LIGHT_DECODER_CONVS = (0, 0, 1, 1)
 
 _SC = defaults("single_class")  # the schema's defaults: written once, there
@@ -37,8 +37,8 @@ def _conv_block(cin: int, cout: int) -> nn.Sequential:
 
 def _split_input(conv: nn.Conv2d, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
     """``conv(torch.cat([x, skip], 1))`` as one convolution on each, its weight split by input channels: no
-    concatenated copy, and no input gradient for a frozen encoder's skip (measured 3-5 % of a training step).
-    The same split of the transposed convolutions at the levels without a 3x3 convolution measured no faster."""
+    concatenated copy, and no input gradient for a frozen encoder's skip. The same split of the transposed
+    convolutions at the levels without a 3x3 convolution is no faster (docs/performance.md)."""
     w, n = conv.weight, x.shape[1]
     args = (conv.stride, conv.padding, conv.dilation, conv.groups)  # zero padding: the decoder's convolutions'
     return F.conv2d(x, w[:, :n], conv.bias, *args) + F.conv2d(skip, w[:, n:], None, *args)
@@ -143,9 +143,9 @@ class SingleClassUNet(nn.Module):
             for p in self.encoder.parameters():
                 p.requires_grad_(False)
             self.encoder.eval()
-        # the layout the convolutions run in. Channels-last runs a decoder step 1.4x (128 px) to 1.65x (256 px)
-        # faster on the CPU (benchmarks/throughput.py --channels-last), but with it a test that trains the same
-        # model in two processes got different weights once in six suite runs, unexplained: off until it is
+        # the layout the convolutions run in. Channels-last runs a decoder step faster on the CPU
+        # (benchmarks/throughput.py --channels-last), but with it a test that trains the same model in two
+        # processes got different weights now and then, unexplained: off until it is
         self.memory_format = torch.contiguous_format
 
     @property
