@@ -60,7 +60,8 @@ def reuse_freed_memory() -> bool:
 
     A training step allocates and frees the same tensors of tens of MB every step. glibc serves each one above its
     mmap threshold (at most 32 MB) from fresh pages that the kernel must zero on first touch, and returns them on
-    ``free``: a large share of a single-class training step on the CPU (docs/performance.md). No mmap for allocations and no trimming of the heap's top keeps them; the process's
+    ``free``: a large share of a single-class training step on the CPU (docs/performance.md). No mmap for
+    allocations and no trimming of the heap's top keeps them; the process's
     resident memory then stays at its peak, which its job has to fit anyway. Results do not change. Returns whether
     it was applied (not on a C library without ``mallopt``, such as macOS's).
     """

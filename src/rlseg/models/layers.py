@@ -65,7 +65,8 @@ class ShiftSumConv2d(nn.Conv2d):
 
     On the CPU, oneDNN runs a 3x3 convolution to 2 channels at a few percent of its matmul rate: at 128 px it was
     a fifth of a U-Net training step. Here the input goes through one matmul to the nine taps' maps, which are then
-    added shifted: faster forward and backward (docs/performance.md), the same function up to float rounding. Channels-last inputs, GPUs and autocast take the standard convolution.
+    added shifted: faster forward and backward (docs/performance.md), the same function up to float rounding.
+    Channels-last inputs, GPUs and autocast take the standard convolution.
     """
 
     def __init__(self, in_channels: int, out_channels: int, bias: bool = True) -> None:
