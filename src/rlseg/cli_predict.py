@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from rlseg.imageio import BadImageError, voc_palette, voc_palette_array
-from rlseg.io import InputError, unique_stems
+from rlseg.io import InputError, unique_stems, within
 
 log = logging.getLogger("rlseg")
 
@@ -46,7 +46,7 @@ def _output_names(files: list[Path], out: Path) -> list[str]:
     written over or mixed with the outputs."""
     out_real = out.resolve()
     for f in files:
-        if out_real in Path(os.path.realpath(f)).parents or out_real in f.absolute().parents:
+        if within(Path(os.path.realpath(f)), out_real) or within(f.absolute(), out_real):
             raise InputError(f"--out {out} holds the input {f}; write the masks to another folder")
     names = unique_stems(files)
     for f, name in zip(files, names, strict=True):
@@ -86,7 +86,7 @@ def _predict_batch(files: list[Path], names: list[str], model, dev, args: argpar
     that cannot be scored, are logged and added to ``failed``."""
     import numpy as np
 
-    from rlseg.imageio import BadImageError, load_image
+    from rlseg.imageio import load_image
     from rlseg.inference import overlay, segment
     from rlseg.io import atomic_path, child_path, save_png
 

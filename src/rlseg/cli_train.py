@@ -12,7 +12,7 @@ import yaml
 from rlseg.config import check_single_class
 from rlseg.imageio import file_problem
 from rlseg.ingest import check_files, finalize_manifests, folder_images, write_manifest
-from rlseg.io import InputError
+from rlseg.io import InputError, within
 from rlseg.settings import ConfigError, fill_defaults, schema, validate
 
 log = logging.getLogger("rlseg")
@@ -91,7 +91,7 @@ def _manifest(folder: Path, out: Path, args: argparse.Namespace) -> tuple[Path, 
 def _outside_inputs(path: Path, folders: list[Path], what: str) -> None:
     """Refuse an output path inside an input folder: outputs never land among (or over) the inputs."""
     for folder in folders:
-        if folder.resolve() in (path.resolve(), *path.resolve().parents):
+        if within(path.resolve(), folder.resolve()):
             raise InputError(f"{what} {path} is inside the input folder {folder}; write it elsewhere")
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from rlseg.architectures import check_multiclass, check_unet
 from rlseg.imageio import BadImageError
-from rlseg.io import UnsafeNameError
+from rlseg.io import UnsafeNameError, within
 from rlseg.settings import SCHEMA, ConfigError, allowed, check_choice, defaults, read_config, schema
 from rlseg.sources import get_source
 from rlseg.synthetic import SHAPES
@@ -99,10 +99,6 @@ def _check_eval_dir(root: str, split: str, classes: list[str]) -> None:
         raise ConfigError(f"eval.root: {err}") from None
 
 
-def _inside(a: Path, b: Path) -> bool:
-    return a == b or b in a.parents
-
-
 def _check_results(config: dict) -> None:
     """The results folder holds only outputs: not empty, not the file system's root, not the working folder or a
     folder above it, and apart from every input folder (nothing inside one, none inside it)."""
@@ -110,13 +106,13 @@ def _check_results(config: dict) -> None:
     if not raw.strip():
         raise ConfigError("results: empty; name the folder every output goes to (e.g. results)")
     results = Path(raw).resolve()
-    if _inside(Path.cwd().resolve(), results):
+    if within(Path.cwd().resolve(), results):
         raise ConfigError(f"results: {raw!r} is the working folder or a folder above it ({results}); outputs "
                           "need a folder of their own (e.g. results)")
     inputs = {"images.root": config["images"].get("root"), "eval.root": config["eval"].get("root"),
               "base_model.root": config["base_model"].get("root")}
     for key, root in inputs.items():
-        if root and (_inside(results, Path(root).resolve()) or _inside(Path(root).resolve(), results)):
+        if root and (within(results, Path(root).resolve()) or within(Path(root).resolve(), results)):
             raise ConfigError(f"results: {raw!r} overlaps {key} {root!r}; outputs must not be written among inputs")
 
 

@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 from rlseg.imageio import IMAGE_SUFFIXES, MAX_PIXELS, MIN_SIDE, BadImageError, load_image, regular_file
-from rlseg.io import write_csv
+from rlseg.io import within, write_csv
 
 log = logging.getLogger(__name__)
 
@@ -64,11 +64,6 @@ def folder_images(folder: str | os.PathLike) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
 
 
-def _outside(path: Path, root: Path) -> bool:
-    """Whether ``path`` (already known to resolve: :func:`rlseg.imageio.regular_file`) lies outside ``root``."""
-    return os.path.commonpath([os.path.realpath(path), os.path.realpath(root)]) != os.path.realpath(root)
-
-
 def check_files(
     files: Iterable[str | os.PathLike],
     root: str | os.PathLike | None = None,
@@ -95,7 +90,7 @@ def check_files(
                "dhash": ""}
         try:
             regular_file(path)
-            if root is not None and path.is_symlink() and _outside(path, Path(root)):
+            if root is not None and path.is_symlink() and not within(path.resolve(), Path(root).resolve()):
                 raise BadImageError(path, f"symlink pointing outside the data folder ({os.readlink(path)})")
             size = path.stat().st_size
             if size > 4 * max_pixels + (1 << 20):  # more bytes than 4 a pixel: no image of max_pixels, never read

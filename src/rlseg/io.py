@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 __all__ = ["InputError", "UnsafeNameError", "atomic_path", "child_path", "plain_name", "save_png", "save_torch",
-           "unique_stems", "write_csv", "write_json", "write_text"]
+           "unique_stems", "within", "write_csv", "write_json", "write_text"]
 
 
 class InputError(ValueError):
@@ -43,6 +43,11 @@ def plain_name(name: str, where: str = "") -> str:
         raise UnsafeNameError(f"{where + ': ' if where else ''}{name!r} is not a plain file name (empty, "
                               "surrounded by spaces, '.', '..', or holding a path separator)")
     return name
+
+
+def within(path: Path, folder: Path) -> bool:
+    """Whether ``path`` is ``folder`` or lies below it, compared as given (resolve both first to follow links)."""
+    return path == folder or folder in path.parents
 
 
 def child_path(folder: str | os.PathLike, name: str, suffix: str = "") -> Path:
