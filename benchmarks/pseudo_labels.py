@@ -2,7 +2,8 @@
 
 For each class of a finished workflow run (``<work>/results``), its ``model_final.pt`` labels the class's used
 training images again in memory, once per variant, and each variant's pseudo-label Jaccard (the paper's Table 5
-measure) is scored against the true masks. Variants: the labels as the run made them, and the dense CRF
+measure) is scored against the true masks. ``--model`` labels every class with one model instead (a base model,
+the packaged start). Variants: the labels as the run made them, and the dense CRF
 (``pseudo_gt.crf``) with its default settings and with one setting changed at a time. One JSON line per variant.
 
     python benchmarks/pseudo_labels.py --work results/benchmarks/real_photos/main \\
@@ -55,6 +56,8 @@ def main() -> None:
     ap.add_argument("--resolution", type=int, default=384, help="labelling side (the photo recipe's pseudo_gt)")
     ap.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--model", type=Path, help="label every class with this single-class model instead of its own "
+                    "(e.g. the base model or the packaged start: what a class gets without training on its images)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     results = args.work / "results"
@@ -64,7 +67,7 @@ def main() -> None:
     scores: dict[str, dict[str, list[float]]] = {v: {} for v in args.variants}
     seconds = dict.fromkeys(args.variants, 0.0)
     for cls in classes:
-        model = load_model(results / "single_class" / cls / "model_final.pt", torch.device("cpu"))
+        model = load_model(args.model or results / "single_class" / cls / "model_final.pt", torch.device("cpu"))
         for path in used_paths(results / "images" / cls / "manifest.csv"):
             mask = args.masks / f"{Path(path).stem}.png"
             if not mask.is_file():
@@ -80,8 +83,10 @@ def main() -> None:
                 scores[name].setdefault(cls, []).append(jaccard(out, truth, ids[cls]))
     for name in args.variants:
         per_class = {c: round(float(np.mean(v)), 4) for c, v in scores[name].items()}
+        source = str(args.model or "each class's own")
         print(json.dumps({"figure": "pseudo_label_jaccard", "variant": name, "setting": VARIANTS[name],
-                          "resolution": resolution, "value": round(float(np.mean(list(per_class.values()))), 4),
+                          "resolution": resolution, "model": source,
+                          "value": round(float(np.mean(list(per_class.values()))), 4),
                           "lowest": min(per_class.items(), key=lambda kv: kv[1]), "per_class": per_class,
                           "seconds": round(seconds[name], 1)}), flush=True)
 

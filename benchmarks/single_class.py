@@ -17,8 +17,11 @@ per-epoch checkpoint.
     python benchmarks/single_class.py [--data ../shared/data] [--out results/benchmarks/single_class]
         [--decoder light|smp] [--decoder-channels C1 .. C5] [--decoder-convs N | N16 N8 N4 N2] [--encoder-head]
         [--encoder-features stage_ends|all_blocks] [--encoder-batchnorm fixed|train] [--optimizer-restart]
-        [--seed S]
+        [--seed S] [--packaged]
         [--tensors DIR] [--only ecssd:gt ...]
+
+``--packaged`` adds the packaged start (``base_model.source: packaged``) scored as it is and reg whose normal stage
+starts from it, with the packaged start's U-Net (the pipeline's default).
 
 ``--tensors DIR`` keeps the decoded 128 px tensors of both data sets in DIR (lossless WebP, ~33 MB), so a
 machine without the shared data, such as a lent GPU, can run the benchmark on exactly the same inputs.
@@ -43,6 +46,8 @@ from rlseg.inference import predict
 from rlseg.io import write_text
 from rlseg.metrics import ConfusionMatrix, f_measure, jaccard, per_image_f_measure
 from rlseg.models import ALL_BLOCKS_ENCODERS, build_unet
+from rlseg.packaged import materialise_start, packaged_start
+from rlseg.settings import defaults
 from rlseg.train import SingleClassConfig, train_single_class
 
 SPLITS = {
@@ -141,6 +146,21 @@ def run(name: str, kind: str, data: Path, out: Path, cfg: SingleClassConfig, ini
     return row
 
 
+def packaged_runs(names: list[str], args: argparse.Namespace, schedule: dict) -> list[dict | None]:
+    """The packaged start alone on each test fold, and reg from it (the paper's Pet start, Table 2's transfer)."""
+    start = args.out / "packaged_start.pt"
+    materialise_start(defaults("single_class"), start, args.out / "packaged_start_history.csv")
+    cfg = SingleClassConfig(**{**schedule, **packaged_start(args.encoder)["arch"]})
+    rows: list[dict | None] = []
+    for n in names:
+        t = tensors(args.data, n, 128, args.tensors)
+        rows.append({"data": n, "run": "packaged_alone", **score(str(start), t["test_images"], t["test_masks"]),
+                     "wall_s": 0.0})
+        rows.append(run(n, "reg_packaged", args.data, args.out, cfg, str(start), args.device, args.only,
+                        args.tensors))
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
@@ -167,6 +187,9 @@ def main() -> None:
     ap.add_argument("--tensors", type=Path, default=None,
                     help="folder of decoded 128 px tensors (made on first use); lets the run go without --data")
     ap.add_argument("--only", nargs="*", default=None, help="run only these, e.g. ecssd:gt ecssd:reg_anneal")
+    ap.add_argument("--packaged", action="store_true",
+                    help="also the packaged start (base_model.source: packaged) scored as it is, and reg whose "
+                         "normal stage starts from it, with the pipeline's U-Net (the packaged start's)")
     args = ap.parse_args()
     if args.decoder_convs is None:
         args.decoder_convs = [0, 1, 1, 1] if args.decoder == "light" else [0]
@@ -197,6 +220,8 @@ def main() -> None:
         if others:
             rows.append(run(n, f"reg_transfer_from_{others[0]['data']}", args.data, args.out, reg,
                             others[0]["model"], args.device, args.only, args.tensors))
+    if args.packaged:
+        rows += packaged_runs(names, args, base)
     rows = [r for r in rows if r]
     print("\n| data | run | F-measure (test) | F per image | Jaccard | wall s |\n|---|---|---|---|---|---|")
     for r in rows:

@@ -17,10 +17,10 @@ LAYERS = [
     ["models", "models.encoders", "models.lite0", "models.layers", "models.unet", "models.deeplab", "losses",
      "regularized_loss"],
     ["data", "multiclass_data", "baselines", "evaluate"],
-    ["schedule", "feature_cache", "multiclass", "inference"],
+    ["schedule", "feature_cache", "multiclass", "inference", "packaged"],
     ["train", "study"],
     ["sources", "config"],
-    ["pipeline", "report"],
+    ["pipeline", "eval_steps", "report"],
     ["cli_train", "cli_predict", "gallery"],
     ["cli"],
 ]

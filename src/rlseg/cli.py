@@ -88,8 +88,8 @@ def _add_train(sub) -> None:
                        help=f"images.{key}: {images[key]['description']} [{images[key]['default']}]")
     group = p.add_argument_group("single_class settings (config.schema.yaml; default in brackets)")
     for key, spec in _schema("single_class")["properties"].items():
-        if key in ("init", "negatives"):
-            continue  # the workflow's keys: --negatives FOLDER says both here
+        if key == "negatives":
+            continue  # the workflow's key: --negatives FOLDER says it here
         kind = _flag_type(spec)
         default = spec.get("default")
         helptext = f"{spec.get('description', '')} [{default}]".strip()

@@ -13,6 +13,7 @@ from rlseg.config import check_single_class
 from rlseg.imageio import file_problem
 from rlseg.ingest import check_files, finalize_manifests, folder_images, write_manifest
 from rlseg.io import InputError, within
+from rlseg.packaged import check_packaged
 from rlseg.settings import ConfigError, fill_defaults, schema, validate
 
 log = logging.getLogger("rlseg")
@@ -38,6 +39,8 @@ def train_settings(args: argparse.Namespace) -> dict:
     settings = copy.deepcopy(settings)
     fill_defaults(block, settings)
     check_single_class(settings)
+    if settings["init"] == "base":
+        check_packaged(settings)
     return settings
 
 
@@ -96,7 +99,7 @@ def _outside_inputs(path: Path, folders: list[Path], what: str) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from rlseg.pipeline import run_single_class, setup_job
+    from rlseg.pipeline import run_base_model, run_single_class, setup_job
 
     settings = train_settings(args)
     folders = [_folder(args.folder, "the class's images")]
@@ -115,9 +118,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         neg, _ = _manifest(args.negatives, work / "negatives.csv", args)
         manifests.append(str(neg))
         classes.append("negatives")
+    base = None
+    if settings["init"] == "base":  # one folder has no classes to train a base model on: the packaged start
+        base = str(work / "packaged_start.pt")
+        run_base_model({"source": "packaged"}, settings, str(work), base, str(work / "packaged_start_history.csv"),
+                       str(work))
     log.info("training on %d images of %s; checkpoints and history in %s", n, args.folder, work)
     run_single_class("object", str(manifest), manifests, classes, {c: i + 1 for i, c in enumerate(classes)},
-                     settings, str(work), str(args.out), str(work / "history.csv"), device=args.device,
+                     settings, str(work), str(args.out), str(work / "history.csv"), base=base, device=args.device,
                      near_duplicate_bits=args.near_duplicate_bits)
     log.info("model -> %s", args.out)
     return 0

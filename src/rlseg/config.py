@@ -12,8 +12,9 @@ import os
 from pathlib import Path
 
 from rlseg.architectures import check_multiclass, check_unet
-from rlseg.imageio import BadImageError
+from rlseg.imageio import BadImageError, file_problem
 from rlseg.io import UnsafeNameError, within
+from rlseg.packaged import check_packaged
 from rlseg.settings import SCHEMA, ConfigError, allowed, check_choice, defaults, read_config, schema
 from rlseg.sources import get_source
 from rlseg.synthetic import SHAPES
@@ -67,10 +68,19 @@ def check_config(config: dict) -> None:
     warning = photo_recipe_warning(config)
     if warning:
         log.warning("%s", warning)
-    if config["single_class"]["init"] == "base" and config["base_model"]["source"] == "folder":
-        root = config["base_model"].get("root")
-        if not root or not Path(root).is_dir():
-            raise ConfigError(f"base_model.root: folder {root!r} is missing (base_model.source = folder)")
+    if config["single_class"]["init"] == "base":
+        _check_base_model(config["base_model"], config["single_class"])
+
+
+def _check_base_model(base: dict, single_class: dict) -> None:
+    """The base model's images (folder, list) or packaged start (fitting the U-Net) exist."""
+    root = base.get("root")
+    if base["source"] == "folder" and (not root or not Path(root).is_dir()):
+        raise ConfigError(f"base_model.root: folder {root!r} is missing (base_model.source = folder)")
+    if base["source"] == "list" and (not root or file_problem(root)):
+        raise ConfigError(f"base_model.root: image list {root!r} is missing (base_model.source = list)")
+    if base["source"] == "packaged":
+        check_packaged(single_class)
 
 
 def check_single_class(sc: dict, label_resolution: int | None = None) -> None:

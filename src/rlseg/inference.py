@@ -74,12 +74,13 @@ def object_probability(model: LoadedModel, images: Sequence[Image.Image], device
 
 
 def segment(model: LoadedModel, images: Sequence[Image.Image], device: torch.device, class_id: int = 1,
-            resolution: int | None = None, crf: CrfParams | None = None) -> list[np.ndarray]:
+            resolution: int | None = None, crf: CrfParams | None = None, scales: Sequence[float] = (1.0,),
+            flip: bool = False) -> list[np.ndarray]:
     """Label maps (uint8, at each image's size) for a batch of RGB images: a single-class model's object pixels
     get ``class_id`` (:func:`object_probability` > 0.5, refined by a dense CRF first with ``crf``), a multi-class
-    model's argmax its label ids (single scale, full resolution)."""
+    model's argmax its label ids (full resolution, at ``scales`` and with ``flip``: :func:`predict_full`)."""
     if model.kind == "multiclass":
-        return [predict_full(model.net, im, device) for im in images]
+        return [predict_full(model.net, im, device, scales, flip) for im in images]
     probs = object_probability(model, images, device, resolution)
     if crf is not None:
         probs = [refine(np.asarray(im), prob, crf) for im, prob in zip(images, probs, strict=True)]

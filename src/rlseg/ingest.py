@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from rlseg.imageio import IMAGE_SUFFIXES, MAX_PIXELS, MIN_SIDE, BadImageError, load_image, regular_file
+from rlseg.imageio import IMAGE_SUFFIXES, MAX_PIXELS, MIN_SIDE, BadImageError, file_problem, load_image, regular_file
 from rlseg.io import within, write_csv
 
 log = logging.getLogger(__name__)
@@ -62,6 +62,24 @@ def folder_images(folder: str | os.PathLike) -> list[Path]:
     what they are)."""
     folder = Path(folder)
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+
+
+def read_image_list(path: str | os.PathLike) -> list[Path]:
+    """Images named in a text file, one path a line (relative to the file's folder; blank lines and ``#`` comments
+    skipped). Whether each is a readable image is for :func:`check_files`.
+
+    Raises:
+        FileNotFoundError: the list is missing or names nothing.
+    """
+    path = Path(path)
+    problem = file_problem(path)
+    if problem:
+        raise FileNotFoundError(f"{path}: image list {problem}")
+    lines = [ln.strip() for ln in path.read_text().splitlines()]
+    files = [Path(os.path.normpath(path.parent / ln)) for ln in lines if ln and not ln.startswith("#")]
+    if not files:
+        raise FileNotFoundError(f"{path}: the image list names no image")
+    return files
 
 
 def check_files(

@@ -1,4 +1,4 @@
-"""The multi-class stage: DeepLab trained on (pseudo) ground truth, and single-scale full-resolution inference."""
+"""The multi-class stage: DeepLab trained on (pseudo) ground truth, and full-resolution inference."""
 
 from __future__ import annotations
 
@@ -130,14 +130,33 @@ def train_multiclass(
 
 
 @torch.no_grad()
-def predict_full(model: MultiClassNet, image: Image.Image, device: torch.device) -> np.ndarray:
-    """Single-scale prediction at full resolution (input padded to a multiple of 32, no post-processing)."""
-    x = to_float(torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1)[None], device)
+def _logits(model: MultiClassNet, x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """The network's logits [1, C, h, w] for a float image [1, 3, h, w], its input padded to a multiple of 32."""
     h, w = x.shape[-2:]
-    mult = 32
-    ph, pw = (-h) % mult, (-w) % mult
+    ph, pw = (-h) % 32, (-w) % 32
     if ph or pw:
         x = F.pad(x, (0, pw, 0, ph), mode="replicate")
     with autocast(device):
         logits = model(x)
-    return logits[0, :, :h, :w].float().argmax(0).to(torch.uint8).cpu().numpy()
+    return logits[:, :, :h, :w].float()
+
+
+def predict_full(model: MultiClassNet, image: Image.Image, device: torch.device, scales: Sequence[float] = (1.0,),
+                 flip: bool = False) -> np.ndarray:
+    """The label map at full resolution: with one scale and no flip, the argmax of a single pass; otherwise the
+    argmax of the class probabilities averaged over each scale (the image resized by it) and, with ``flip``, its
+    mirror image."""
+    x = to_float(torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1)[None], device)
+    h, w = x.shape[-2:]
+    if list(scales) == [1.0] and not flip:
+        return _logits(model, x, device)[0].argmax(0).to(torch.uint8).cpu().numpy()
+    total = torch.zeros((), device=device)
+    for s in scales:
+        xs = x if s == 1.0 else F.interpolate(x, scale_factor=s, mode="bilinear", align_corners=False)
+        for mirrored in (False, True) if flip else (False,):
+            logits = _logits(model, xs.flip(-1) if mirrored else xs, device)
+            logits = logits.flip(-1) if mirrored else logits
+            if logits.shape[-2:] != (h, w):
+                logits = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
+            total = total + logits.softmax(1)
+    return total[0].argmax(0).to(torch.uint8).cpu().numpy()

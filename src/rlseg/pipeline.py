@@ -18,6 +18,7 @@ from rlseg.ingest import (
     finalize_manifests,
     folder_images,
     negative_paths,
+    read_image_list,
     read_manifest,
     read_pairs,
     used_paths,
@@ -192,14 +193,16 @@ def make_pseudo_gt(model_path: str, manifest: str, class_id: int, out_pairs: str
 
 
 def base_model_images(base: dict, results: str, manifests: Sequence[str] = ()) -> list[Path]:
-    """Images of the base data set: Oxford-IIIT Pet (cats and dogs as one class), a folder, or every configured
-    class's used images together (``classes``: one class-agnostic model, nothing from outside)."""
+    """Images of the base data set: Oxford-IIIT Pet (cats and dogs as one class), a folder, a list file, or every
+    configured class's used images together (``classes``: one class-agnostic model, nothing from outside)."""
     if base["source"] == "classes":
         return [Path(p) for p in dict.fromkeys(p for m in manifests for p in used_paths(m))]
     if base["source"] == "folder":
         if not base.get("root") or not Path(base["root"]).is_dir():
             raise FileNotFoundError(f"base_model.root: folder {base.get('root')!r} missing")
         return folder_images(base["root"])
+    if base["source"] == "list":
+        return read_image_list(base["root"])
     from torchvision.datasets import OxfordIIITPet
 
     root = Path(base.get("root") or Path(results) / "oxford_pet")
@@ -215,6 +218,12 @@ def run_base_model(base: dict, settings: dict, results: str, model_out: str, his
                    device: str = "auto", manifests: Sequence[str] = ()) -> None:
     """Train the base model (annealing + normal stages, no negatives) on the base data set; ``manifests`` are
     the classes' manifests, read when ``base["source"] == "classes"``."""
+    if base["source"] == "packaged":
+        from rlseg.packaged import materialise_start  # torch and the U-Net, for this step only
+
+        materialise_start(settings, model_out, history_out)
+        log.info("packaged start for %s -> %s", settings["encoder"], model_out)
+        return
     files = base_model_images(base, results, manifests)
     manifest = Path(outdir) / "manifest.csv"
     write_manifest(manifest, finalize_manifests({"base": check_files(files)})["base"])
@@ -234,61 +243,3 @@ def run_multiclass(pair_files: Sequence[str], ids: dict[str, int], settings: dic
     log.info("multi-class %s: %d images, %d outputs", cfg.arch, len(pairs), num_classes)
     rows = train_multiclass(pairs, num_classes, cfg, model_out, checkpoint, device=device)
     write_csv(history_out, rows)
-
-
-def resolve_eval_set(settings: dict, results: str, index_out: str, classes: Sequence[str]) -> None:
-    """Write the evaluation index (id, image, mask) for the configured evaluation source, after checking every
-    sample (:func:`rlseg.voc.check_samples`: readable, labels of ``classes`` or 255, mask and image of one size)."""
-    from rlseg.voc import check_samples, download_voc2012, eval_voc_root, label_count, read_voc_dir
-
-    source = settings["source"]
-    if source == "synthetic":
-        root = Path(results) / "world" / "eval"
-    elif source == "voc2012":
-        root = download_voc2012(eval_voc_root(settings, results), settings["split"])
-    else:
-        root = Path(settings["root"])
-    samples = read_voc_dir(root, settings["split"])
-    check_samples(samples, label_count(list(classes)))
-    write_csv(index_out, [{"id": s.image_id, "image": str(s.image), "mask": str(s.mask)} for s in samples],
-              ["id", "image", "mask"])
-    log.info("evaluation set %s: %d images from %s -> %s", source, len(samples), root, index_out)
-
-
-def predict_eval_set(model_path: str, index: str, pairs_out: str, outdir: str | Path, device: str = "auto") -> None:
-    """Predict every evaluation image with the multi-class network; PNGs (label ids) under ``outdir``."""
-    from rlseg.inference import load_model, segment
-    from rlseg.runtime import resolve_device
-
-    dev = resolve_device(device)
-    model = load_model(model_path, dev)
-    pal = voc_palette()
-    rows = []
-    for r in tqdm(read_manifest(index), desc="predict", mininterval=5):
-        pred = segment(model, [load_image(r["image"], min_side=1)], dev)[0]
-        out = child_path(outdir, r["id"], ".png")
-        save_png(out, pred, palette=pal)
-        rows.append({"id": r["id"], "mask": r["mask"], "prediction": str(out)})
-    write_csv(pairs_out, rows, ["id", "mask", "prediction"])
-    log.info("predicted %d images -> %s", len(rows), outdir)
-
-
-def true_mask_pairs(source: str, inputs: Sequence[str], results: str, pairs_out: str) -> None:
-    """(image, true mask) pairs of the used training images, where true masks exist."""
-    from rlseg.sources import get_source
-
-    true_mask = get_source(source).true_mask
-    if true_mask is None:
-        raise ValueError(f"images.source {source!r} has no true masks (no upper bound)")
-    rows = []
-    manifests = [f for f in inputs if f.endswith("manifest.csv")]
-    for m in manifests:
-        cls = Path(m).parent.name
-        for p in used_paths(m):
-            mask = true_mask(p, cls, Path(results))
-            if mask is not None and Path(mask).is_file():
-                rows.append({"image": p, "label": str(mask)})
-    if not rows:
-        raise FileNotFoundError(f"no true masks found for the training images of source {source!r}")
-    write_csv(pairs_out, rows, ["image", "label"])
-    log.info("true masks: %d pairs -> %s", len(rows), pairs_out)

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import torch
 
+from rlseg.architectures import unet_arch
 from rlseg.regularized_loss import LossWeights, RegularizedLoss
 from rlseg.settings import defaults
 
@@ -78,11 +79,7 @@ class SingleClassConfig:
 
     @property
     def arch(self) -> dict:
-        return {"encoder": self.encoder, "decoder": self.decoder, "decoder_channels": list(self.decoder_channels),
-                "freeze_encoder": self.freeze_encoder, "encoder_batchnorm": self.encoder_batchnorm,
-                "encoder_head": self.encoder_head,
-                "encoder_features": self.encoder_features,
-                "decoder_convs": self.decoder_convs}
+        return unet_arch(asdict(self))
 
     def loss(self, weights: LossWeights) -> RegularizedLoss:
         printed = self.loss_form == "printed"

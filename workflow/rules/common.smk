@@ -2,6 +2,7 @@
 import hashlib
 from pathlib import Path
 
+from rlseg.packaged import packaged_file
 from rlseg.sources import get_source
 from rlseg.voc import class_ids, eval_voc_root
 

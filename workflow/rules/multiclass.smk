@@ -33,6 +33,9 @@ rule predict:
         index=f"{R}/eval/index.csv",
     output:
         f"{R}/predictions/{{variant}}/pairs.csv",
+    params:
+        scales=config["eval"]["scales"],
+        flip=config["eval"]["flip"],
     log:
         f"{R}/logs/predict/{{variant}}.log",
     benchmark:

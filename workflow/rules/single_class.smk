@@ -84,3 +84,23 @@ rule pseudo_gt:
         "../../envs/rlseg.yaml"
     script:
         "../../scripts/pseudo_gt.py"
+
+
+# Not part of `all`: the objectness decoder that ships with rlseg (base_model.source: packaged), exported from a
+# base model trained on configs/objectness.yaml's photographs; docs/workflow.md says how to install it.
+rule packaged_start:
+    input:
+        model=f"{R}/base_model/model_final.pt",
+        history=f"{R}/base_model/history.csv",
+    output:
+        multiext(f"{R}/packaged_start/" + packaged_file(config["single_class"]["encoder"], ".").stem, ".pt", ".json"),
+    params:
+        single_class=config["single_class"],
+    log:
+        f"{R}/logs/packaged_start.log",
+    benchmark:
+        f"{R}/benchmarks/packaged_start.tsv"
+    conda:
+        "../../envs/rlseg.yaml"
+    script:
+        "../../scripts/package_start.py"

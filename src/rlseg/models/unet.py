@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from rlseg.architectures import check_unet
+from rlseg.architectures import UNET_KEYS, check_unet
 from rlseg.models.encoders import (
     Normalise,
     all_blocks_encoder,
@@ -194,6 +194,4 @@ class _SmpDecoder(nn.Module):
 
 def build_unet(arch: dict, pretrained: bool = True) -> SingleClassUNet:
     """Build a single-class U-Net from an architecture dict (``encoder``, ``decoder``, ``decoder_channels``)."""
-    keys = ("encoder", "decoder", "decoder_channels", "freeze_encoder", "encoder_head", "decoder_convs",
-            "encoder_features", "encoder_batchnorm")
-    return SingleClassUNet(pretrained=pretrained, **{k: arch[k] for k in keys if k in arch})
+    return SingleClassUNet(pretrained=pretrained, **{k: arch[k] for k in UNET_KEYS if k in arch})
