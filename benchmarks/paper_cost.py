@@ -102,6 +102,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--config", type=Path, default=REPO / "configs" / "paper.yaml")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default=None, help="cpu or cuda (default: the config's device, auto)")
     ap.add_argument("--images", type=int, default=32, help="images per single-class timing")
     ap.add_argument("--epochs", type=int, default=2, help="timed epochs per single-class timing")
     ap.add_argument("--multiclass-batch", type=int, default=2)
@@ -115,7 +116,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     cfg = load_config(args.config)
-    dev = resolve_device(cfg["device"])
+    dev = resolve_device(args.device or cfg["device"])
     sc, mc = cfg["single_class"], cfg["multiclass"]
     settings = {k: v for k, v in sc.items() if k not in ("init", "negatives")}
     scfg = SingleClassConfig.from_dict(settings)

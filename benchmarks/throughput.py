@@ -16,8 +16,8 @@ them), the speed-up, the FLOPs of one training image and the fraction of the mat
 ``--quality``, both loops train on ECSSD's train fold through the same schedule and their test F-measures follow.
 
     python benchmarks/throughput.py [--data ../shared/data] [--images 160] [--epochs 10] [--baseline-epochs 2]
-        [--resolutions 128 256] [--threads 2] [--channels-last] [--precision bf16] [--decoder-channels ...]
-        [--quality] [--quality-images 200]
+        [--resolutions 128 256] [--threads 2] [--device cpu|cuda] [--channels-last] [--precision bf16]
+        [--decoder-channels ...] [--quality] [--quality-images 200]
         [--quality-epochs 15 20] [--quality-seeds 0 1] [--quality-loops baseline ours]
 """
 
@@ -107,13 +107,14 @@ def standard_layers(model: SingleClassUNet) -> SingleClassUNet:
 
 
 def baseline_fit(model: SingleClassUNet, paths: list[Path], size: int, cfg: SingleClassConfig,
-                 plans: list[EpochPlan], workers: int) -> list[float]:
+                 plans: list[EpochPlan], workers: int, device: str = "cpu") -> list[float]:
     """Train as the reference's loop does; returns the seconds of each epoch."""
     use_layout(model, torch.contiguous_format)  # the reference's tensors: PyTorch's default layout
     standard_layers(model)
     loader = torch.utils.data.DataLoader(FileImages(paths, size, cfg.flip, cfg.seed), batch_size=cfg.batch_size,
                                          shuffle=True, num_workers=workers,
                                          generator=torch.Generator().manual_seed(cfg.seed))
+    model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = None
     seconds = []
@@ -124,7 +125,7 @@ def baseline_fit(model: SingleClassUNet, paths: list[Path], size: int, cfg: Sing
         loss_fn = cfg.loss(plan.weights)
         model.train()
         for x_u8 in loader:
-            x = to_float(x_u8)
+            x = to_float(x_u8, torch.device(device))
             probs = model(x)
             total, _ = loss_fn(probs, x, None)
             optimizer.zero_grad(set_to_none=True)
@@ -188,17 +189,17 @@ def variant_fields(channels_last: bool, precision: str, ours_cfg: SingleClassCon
             "ours_decoder_channels": list(ours_cfg.decoder_channels)}
 
 
-def train_baseline(paths: list[Path], size: int, cfg: SingleClassConfig, epochs: int, workers: int
-                   ) -> tuple[list[float], dict]:
+def train_baseline(paths: list[Path], size: int, cfg: SingleClassConfig, epochs: int, workers: int,
+                   device: str = "cpu") -> tuple[list[float], dict]:
     """The baseline's epoch seconds and final weights, trained from the seed as the reference does."""
     torch.manual_seed(cfg.seed)
     model = build_unet(cfg.arch)
-    seconds = baseline_fit(model, paths, size, cfg, first_epochs(cfg, epochs), workers)
+    seconds = baseline_fit(model, paths, size, cfg, first_epochs(cfg, epochs), workers, device)
     return seconds, model.state_dict()
 
 
 def train_ours(paths: list[Path], size: int, cfg: SingleClassConfig, epochs: int, channels_last: bool,
-               precision: str = "fp32") -> tuple[list[float], float, dict]:
+               precision: str = "fp32", device: str = "cpu") -> tuple[list[float], float, dict]:
     """Our epoch seconds, the seconds decoding took and the final weights, trained as the workflow's job does."""
     setup_job(torch.get_num_threads(), precision)
     torch.manual_seed(cfg.seed)
@@ -210,23 +211,24 @@ def train_ours(paths: list[Path], size: int, cfg: SingleClassConfig, epochs: int
         images = load_images(paths, size)
         decode_s = time.perf_counter() - t0
         rows = fit(model, images, first_epochs(cfg, epochs), cfg, Path(tmp) / "ckpt.pt", {"size": size},
-                   device=torch.device("cpu"), on_epoch=None)
+                   device=torch.device(device), on_epoch=None)
     return [r["seconds"] for r in rows], decode_s, model.state_dict()
 
 
 def speed(paths: list[Path], size: int, epochs: int, baseline_epochs: int, workers: int, peak: float,
-          channels_last: bool, precision: str, decoder_channels: list[int] | None) -> None:
+          channels_last: bool, precision: str, decoder_channels: list[int] | None, device: str = "cpu") -> None:
     cfg = SingleClassConfig(resolutions=[size])
     ours_cfg = ours_config(cfg, decoder_channels)
     n = len(paths)
-    base_s, _ = in_fresh_process(train_baseline, paths, size, cfg, baseline_epochs, workers)
+    base_s, _ = in_fresh_process(train_baseline, paths, size, cfg, baseline_epochs, workers, device)
     base_ips = n * len(base_s) / sum(base_s)
-    ours_s, decode_s, _ = in_fresh_process(train_ours, paths, size, ours_cfg, epochs, channels_last, precision)
+    ours_s, decode_s, _ = in_fresh_process(train_ours, paths, size, ours_cfg, epochs, channels_last, precision,
+                                           device)
     steady = float(np.median(ours_s[WARM_EPOCHS:])) if len(ours_s) > WARM_EPOCHS else ours_s[-1]
     schedule_s = decode_s + sum(ours_s[:WARM_EPOCHS]) + (PAPER_EPOCHS - WARM_EPOCHS) * steady
     ours = {"measured": n * len(ours_s) / (decode_s + sum(ours_s)), "steady": n / steady,
             "schedule": n * PAPER_EPOCHS / schedule_s}
-    where = {"px": size, "images": n, "threads": torch.get_num_threads(),
+    where = {"px": size, "images": n, "threads": torch.get_num_threads(), "device": device,
              **variant_fields(channels_last, precision, ours_cfg)}
     emit("baseline_images_per_s", base_ips, epochs=len(base_s), **where)
     for k, v in ours.items():
@@ -291,6 +293,7 @@ def main() -> None:
     ap.add_argument("--baseline-epochs", type=int, default=2)
     ap.add_argument("--resolutions", type=int, nargs="*", default=[128, 256], help="none: skip the speed part")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda: where both loops train (the speed part)")
     ap.add_argument("--baseline-workers", type=int, default=0, help="the baseline DataLoader's worker processes")
     ap.add_argument("--channels-last", action="store_true", help="our loop with channels-last convolutions")
     ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="our loop's precision")
@@ -309,7 +312,7 @@ def main() -> None:
     paths = image_paths(args.data, args.images)
     for size in args.resolutions:
         speed(paths, size, args.epochs, args.baseline_epochs, args.baseline_workers, peak, args.channels_last,
-              args.precision, args.decoder_channels)
+              args.precision, args.decoder_channels, args.device)
     if args.quality:
         quality(args.data, args.quality_images, tuple(args.quality_epochs), args.baseline_workers, args.channels_last,
                 args.precision, args.decoder_channels, args.quality_seeds, args.quality_loops)
