@@ -7,7 +7,7 @@ from rlseg.report import gallery
 snakemake = globals()["snakemake"]
 inp, cls = snakemake.input, snakemake.wildcards.cls
 with logged(snakemake.log[0], f"figure: gallery of {cls}") as log:
-    setup_job(snakemake.threads, snakemake.config["precision"])
+    setup_job(snakemake.threads, snakemake.config["precision"], snakemake.config["share_cpus"])
     rows = class_gallery_rows(int(snakemake.params.ids[cls]), inp.class_model, inp.multiclass_model,
                               inp.pseudo_pairs, inp.index, inp.predictions, inp.get("truth"),
                               snakemake.params.images, device=snakemake.config["device"],

@@ -6,7 +6,7 @@ from rlseg.pipeline import logged, run_multiclass, setup_job
 
 snakemake = globals()["snakemake"]
 with logged(snakemake.log[0], f"train multi-class ({snakemake.wildcards.variant})"):
-    setup_job(snakemake.threads, snakemake.config["precision"])
+    setup_job(snakemake.threads, snakemake.config["precision"], snakemake.config["share_cpus"])
     run_multiclass(
         pair_files=list(snakemake.input),
         ids=dict(snakemake.params.ids),

@@ -8,7 +8,7 @@ from rlseg.pipeline import logged, run_single_class, setup_job
 snakemake = globals()["snakemake"]
 cls = snakemake.wildcards.cls
 with logged(snakemake.log[0], f"train single-class {cls}"):
-    setup_job(snakemake.threads, snakemake.config["precision"])
+    setup_job(snakemake.threads, snakemake.config["precision"], snakemake.config["share_cpus"])
     run_single_class(
         cls,
         manifest=snakemake.input.manifest,

@@ -12,7 +12,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "rlseg"
 # bottom to top; a module may import from its own layer and the layers below it (docs/architecture.md)
 LAYERS = [
     ["settings"],
-    ["io", "imageio", "metrics", "runtime", "checkpoint"],
+    ["io", "imageio", "metrics", "runtime", "checkpoint", "cpu_slots"],
     ["voc", "ingest", "architectures", "synthetic", "crawl", "crf"],
     ["models", "models.encoders", "models.lite0", "models.layers", "models.unet", "models.deeplab", "losses",
      "regularized_loss"],

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from rlseg.cpu_slots import hold_cpu_slots, machine_cpus
 from rlseg.imageio import load_image
 from rlseg.ingest import (
     check_files,
@@ -61,10 +62,11 @@ def logged(log_path: str | os.PathLike | None, what: str):
     log.info("%s: done in %.1f s", what, time.time() - t0)
 
 
-def setup_job(threads: int | None = None, precision: str = "auto") -> None:
+def setup_job(threads: int | None = None, precision: str = "auto", share_cpus: bool = False) -> None:
     """A job's run-time settings: OpenMP threads that sleep while they wait, its torch threads (None: torch's
     choice), its precision (``rlseg.runtime.set_precision``) and freed memory kept for reuse
-    (``rlseg.runtime.reuse_freed_memory``)."""
+    (``rlseg.runtime.reuse_freed_memory``); with ``share_cpus``, first a CPU slot per thread, held until the
+    process ends (:func:`rlseg.cpu_slots.hold_cpu_slots`: waits while other jobs hold the machine's CPUs)."""
     import sys
 
     if "torch" not in sys.modules:
@@ -79,7 +81,9 @@ def setup_job(threads: int | None = None, precision: str = "auto") -> None:
 
     if threads is not None:
         # more threads than CPUs only adds contention (snakemake --cores 8 on a 2-core laptop)
-        torch.set_num_threads(max(1, min(int(threads), len(os.sched_getaffinity(0)))))
+        torch.set_num_threads(max(1, min(int(threads), machine_cpus())))
+    if share_cpus:
+        hold_cpu_slots(threads or torch.get_num_threads())
     set_precision(precision)
     reuse_freed_memory()
 
