@@ -36,9 +36,10 @@ import numpy as np
 import yaml
 
 from rlseg.baselines import colour_baseline_miou
-from rlseg.evaluate import pseudo_label_jaccard, read_per_class_iou
+from rlseg.eval_steps import predict_eval_set
+from rlseg.evaluate import confusion, pseudo_label_jaccard, read_per_class_iou, scores
 from rlseg.ingest import read_manifest
-from rlseg.voc import class_ids
+from rlseg.voc import class_ids, label_count
 
 REPO = Path(__file__).resolve().parents[1]
 RUNS = ("main", "lambda_reg_0", "folders")
@@ -122,6 +123,22 @@ def stage_seconds(results: Path) -> dict[str, float]:
     return out
 
 
+MULTI_SCALE = (0.75, 1.0, 1.25)
+
+
+def multi_scale_miou(results: Path, classes: list[str]) -> tuple[float, dict[str, float]]:
+    """The finished run's pseudo-label network scored again with multi-scale + flip inference (``eval.scales``
+    0.75 / 1 / 1.25, ``eval.flip``), its predictions written beside the run's own."""
+    ids = class_ids(classes)
+    out = results / "predictions" / "pseudo_gt_multi_scale_flip"
+    predict_eval_set(str(results / "multiclass" / "pseudo_gt" / "model.pt"), str(results / "eval" / "index.csv"),
+                     str(out / "pairs.csv"), out, device="cpu", scales=MULTI_SCALE, flip=True)
+    matrix = confusion([(r["mask"], r["prediction"]) for r in read_manifest(out / "pairs.csv")],
+                       [ids[c] for c in classes], label_count(classes))
+    miou, per_class = scores(matrix, classes, [ids[c] for c in classes])
+    return round(miou, 2), {r["class"]: r["iou"] for r in per_class}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "msrc_v2")
@@ -170,6 +187,10 @@ def main() -> None:
                     rows.append(emit(f"{name}_{key}" if key == "miou" else key, seed=seed,
                                      value=float(score.read_text()),
                                      per_class=read_per_class_iou(run / "results" / f"{file}_per_class_iou.csv")))
+            if name == "main":
+                miou, per_class = multi_scale_miou(run / "results", classes)
+                rows.append(emit("main_miou_multi_scale_flip", seed=seed, value=miou, scales=list(MULTI_SCALE),
+                                 per_class=per_class))
     rows += seed_means(rows)
     main_results = work / "main" / "results"
     if (main_results / "ground_truth" / "pairs.csv").is_file():
