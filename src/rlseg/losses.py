@@ -1,6 +1,8 @@
 """The paper's losses (Veksler, ECCV 2020, Sec. 3), on softmax probabilities.
 
-Every function takes ``probs`` of shape [B, 2, H, W] (channel 1 = object) and returns a scalar tensor.
+Every ``*_loss`` function takes ``probs`` of shape [B, 2, H, W] (channel 1 = object) and returns a scalar tensor;
+its ``*_term`` twin takes the object channel ``x`` [B, H, W] itself, as :mod:`rlseg.regularized_loss` slices it
+once per batch.
 Where the printed equations and the reference implementation (morduspordus/SingleClassRL, which produced
 the paper's numbers) differ, the reference is the default and the printed form is an option:
 
@@ -36,14 +38,20 @@ __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "border_loss",
+    "border_term",
     "centre_loss",
+    "centre_term",
     "edge_weights",
     "gt_loss",
     "normalise_colours",
     "negative_loss",
+    "negative_term",
     "positional_loss",
+    "positional_term",
     "sparse_crf_loss",
+    "sparse_crf_term",
     "volumetric_loss",
+    "volumetric_term",
 ]
 
 
@@ -128,7 +136,7 @@ class _WeightedAbsDifferences(torch.autograd.Function):
         return (grad_x, None, *([None] * n))
 
 
-def _sparse_crf(x: torch.Tensor, image: torch.Tensor, sigma: float, diagonal: bool) -> torch.Tensor:
+def sparse_crf_term(x: torch.Tensor, image: torch.Tensor, sigma: float, diagonal: bool) -> torch.Tensor:
     edges = edge_weights(image, sigma, diagonal=diagonal)
     # each group of two directions (4-neighbours, diagonals) is averaged, then the groups are added
     directions = [(rp, cp, rq, cq, f / 2.0) for _, rp, cp, rq, cq, f in edges]
@@ -150,10 +158,10 @@ def sparse_crf_loss(
         sigma: edge sensitivity of Eq. 2 (in normalised units).
         diagonal: also use the diagonal neighbours (8-connectivity).
     """
-    return _sparse_crf(probs[:, 1], image, sigma, diagonal)
+    return sparse_crf_term(probs[:, 1], image, sigma, diagonal)
 
 
-def _volumetric(x: torch.Tensor, target: float, minimum: float, lambda_s: float, small_reduction: str
+def volumetric_term(x: torch.Tensor, target: float, minimum: float, lambda_s: float, small_reduction: str
                 ) -> torch.Tensor:
     fractions = x.mean(dim=(1, 2))
     small = (torch.clamp(fractions, max=minimum) - minimum).pow(2)
@@ -173,7 +181,7 @@ def volumetric_loss(
     The small-object term is [x_i < minimum] (x_i - minimum)^2, averaged over the images of the batch as in
     the reference (``small_reduction="mean"``) or summed as printed in the paper (``"sum"``).
     """
-    return _volumetric(probs[:, 1], target, minimum, lambda_s, small_reduction)
+    return volumetric_term(probs[:, 1], target, minimum, lambda_s, small_reduction)
 
 
 class _RegionMeans(torch.autograd.Function):
@@ -207,7 +215,7 @@ def _sides(b: int) -> list[tuple[slice, slice]]:
     return [(slice(None, b), full), (slice(-b, None), full), (full, slice(None, b)), (full, slice(-b, None))]
 
 
-def _border(x: torch.Tensor, border_width: int, border_mode: str) -> torch.Tensor:
+def border_term(x: torch.Tensor, border_width: int, border_mode: str) -> torch.Tensor:
     b = border_width
     if border_mode == "sides":
         return _RegionMeans.apply(x, _sides(b)).pow(2).mean()
@@ -218,15 +226,15 @@ def _border(x: torch.Tensor, border_width: int, border_mode: str) -> torch.Tenso
     raise ValueError(f"border_mode must be 'sides' or 'band', not {border_mode!r}")
 
 
-def _centre(x: torch.Tensor, center_half: int | None, center_size: int) -> torch.Tensor:
+def centre_term(x: torch.Tensor, center_half: int | None, center_size: int) -> torch.Tensor:
     box = _centre_box(*x.shape[-2:], center_half, center_size)
     return (_RegionMeans.apply(x, [box])[0] - 1.0).pow(2)
 
 
-def _positional(x: torch.Tensor, border_width: int, center_half: int | None, center_size: int,
+def positional_term(x: torch.Tensor, border_width: int, center_half: int | None, center_size: int,
                 border_mode: str) -> torch.Tensor:
     if border_mode != "sides":
-        return _border(x, border_width, border_mode) + _centre(x, center_half, center_size)
+        return border_term(x, border_width, border_mode) + centre_term(x, center_half, center_size)
     # the four sides and the centre box in one pass of the gradient
     means = _RegionMeans.apply(x, [*_sides(border_width), _centre_box(*x.shape[-2:], center_half, center_size)])
     return means[:4].pow(2).mean() + (means[4] - 1.0).pow(2)
@@ -236,13 +244,13 @@ def centre_loss(probs: torch.Tensor, center_half: int | None = 2, center_size: i
     """Eq. 5's centre term: (mean object probability on the centre box - 1)^2. The reference's box spans the
     middle +- ``center_half`` pixels (4x4 for 2); with ``center_half=None`` it is ``center_size`` pixels centred
     (the paper's c = 3)."""
-    return _centre(probs[:, 1], center_half, center_size)
+    return centre_term(probs[:, 1], center_half, center_size)
 
 
 def border_loss(probs: torch.Tensor, border_width: int = 3, border_mode: str = "sides") -> torch.Tensor:
     """Eq. 5's border term (width ``border_width``): ``"sides"`` (reference) averages (mean object probability on
     a side)^2 over the four sides; ``"band"`` (printed) squares the mean over the whole band."""
-    return _border(probs[:, 1], border_width, border_mode)
+    return border_term(probs[:, 1], border_width, border_mode)
 
 
 def positional_loss(
@@ -254,10 +262,10 @@ def positional_loss(
 ) -> torch.Tensor:
     """Positional loss, Eq. 5: the border pushed to background (:func:`border_loss`), the centre box to the object
     (:func:`centre_loss`)."""
-    return _positional(probs[:, 1], border_width, center_half, center_size, border_mode)
+    return positional_term(probs[:, 1], border_width, center_half, center_size, border_mode)
 
 
-def _negative(x: torch.Tensor, printed: bool) -> torch.Tensor:
+def negative_term(x: torch.Tensor, printed: bool) -> torch.Tensor:
     m = x.mean()
     return (m - 1.0).pow(2) if printed else m.pow(2)
 
@@ -269,7 +277,7 @@ def negative_loss(probs: torch.Tensor, printed: bool = False) -> torch.Tensor:
     ``printed=True`` evaluates Eq. 7 literally on the object channel, (mean - 1)^2; it is kept for
     fidelity studies only, since read that way it pulls negatives towards the object.
     """
-    return _negative(probs[:, 1], printed)
+    return negative_term(probs[:, 1], printed)
 
 
 def gt_loss(probs: torch.Tensor, masks: torch.Tensor, ignore_index: int = 255) -> torch.Tensor:

@@ -1,15 +1,30 @@
 """The complete loss of one batch (Eq. 6, plus Eq. 7 where negatives exist): the paper's terms of
-:mod:`rlseg.losses`, weighted per stage by :class:`LossWeights`."""
+:mod:`rlseg.losses`, weighted per stage by :class:`LossWeights`.
+
+:data:`TERMS` declares the terms once: each term's name (its column in ``history.csv`` and its line in the
+training-curve figure), the :class:`LossWeights` field that weighs it (``lambda_<weight>`` and, where annealing
+weighs it otherwise, ``lambda_<weight>_anneal`` in the config) and how it is computed from a :class:`Batch`. A new
+term is one more entry (docs/extending.md).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from functools import cached_property
 
 import torch
 
-from rlseg.losses import _border, _centre, _negative, _positional, _sparse_crf, _volumetric
+from rlseg.losses import (
+    border_term,
+    centre_term,
+    negative_term,
+    positional_term,
+    sparse_crf_term,
+    volumetric_term,
+)
 
-__all__ = ["LossWeights", "RegularizedLoss"]
+__all__ = ["TERMS", "Batch", "LossTerm", "LossWeights", "RegularizedLoss", "weight_names"]
 
 
 @dataclass(kw_only=True)
@@ -23,14 +38,96 @@ class LossWeights:
     sigma: float = 0.15
 
 
+def weight_names() -> list[str]:
+    """The :class:`LossWeights` fields that weigh a term (all but ``sigma``)."""
+    return [f.name for f in fields(LossWeights) if f.name != "sigma"]
+
+
+class Batch:
+    """One batch as the terms see it: the object channel ``x`` [B, H, W], the positives (with their images) and
+    the negatives, each sliced once and only when a term asks."""
+
+    def __init__(self, x: torch.Tensor, image: torch.Tensor, is_negative: torch.Tensor | None) -> None:
+        self.x, self.image, self.is_negative = x, image, is_negative
+        self.has_negatives = is_negative is not None and bool(is_negative.any())
+
+    @cached_property
+    def positives(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(object maps, images) of the positives, or None when the batch has none."""
+        x, im = self.x, self.image
+        if self.is_negative is not None and bool(self.is_negative.any()):
+            keep = ~self.is_negative
+            x, im = x[keep], im[keep]
+        return (x, im) if x.shape[0] > 0 else None
+
+    @cached_property
+    def negatives(self) -> torch.Tensor | None:
+        """Object maps of the negatives, or None."""
+        return self.x[self.is_negative] if self.has_negatives else None
+
+    @cached_property
+    def negatives_squared(self) -> torch.Tensor | None:
+        """(mean object probability of the negatives)^2: Eq. 7 as the reference computes it, computed once for
+        the terms that use it."""
+        return negative_term(self.negatives, printed=False) if self.has_negatives else None
+
+
+@dataclass(frozen=True)
+class LossTerm:
+    """One term of the complete loss: ``compute(loss, batch)`` returns it unweighted, or None when the batch has
+    nothing it applies to; ``weight`` names the :class:`LossWeights` field that weighs it."""
+
+    name: str
+    weight: str
+    compute: Callable[[RegularizedLoss, Batch], torch.Tensor | None]
+
+
+def _sparse_crf(loss: RegularizedLoss, b: Batch) -> torch.Tensor | None:
+    return None if b.positives is None else sparse_crf_term(*b.positives, loss.weights.sigma, loss.diagonal)
+
+
+def _volumetric(loss: RegularizedLoss, b: Batch) -> torch.Tensor | None:
+    if b.positives is None:
+        return None
+    return volumetric_term(b.positives[0], loss.vol_target, loss.vol_minimum, loss.lambda_s, loss.small_reduction)
+
+
+def _positional(loss: RegularizedLoss, b: Batch) -> torch.Tensor | None:
+    if loss.negatives_in_positional and b.has_negatives:
+        # the reference: the border over the whole batch; the centre over the positives, plus the negatives'
+        # mean object probability squared
+        positional = border_term(b.x, loss.border_width, loss.border_mode) + b.negatives_squared
+        if b.positives is not None:
+            positional = positional + centre_term(b.positives[0], loss.center_half, loss.center_size)
+        return positional
+    if b.positives is None:
+        return None
+    return positional_term(b.positives[0], loss.border_width, loss.center_half, loss.center_size, loss.border_mode)
+
+
+def _negative(loss: RegularizedLoss, b: Batch) -> torch.Tensor | None:
+    if not b.has_negatives:
+        return None
+    return negative_term(b.negatives, printed=True) if loss.negative_printed else b.negatives_squared
+
+
+# the complete loss, in the order its weighted terms are summed
+TERMS: list[LossTerm] = [
+    LossTerm("sparse_crf", "reg", _sparse_crf),
+    LossTerm("volumetric", "vol", _volumetric),
+    LossTerm("positional", "pos", _positional),
+    LossTerm("negative", "neg", _negative),
+]
+
+
 @dataclass
 class RegularizedLoss:
     """The complete loss of Eq. 6 (+ Eq. 7 where negatives exist), computed once per batch.
 
     In a batch that mixes positives and negatives, sparse-CRF and volumetric losses see the positives only, the
     negative loss the negatives only, and the positional loss the positives only or, with
-    ``negatives_in_positional`` (the reference), negatives too (see the module's docstring). ``__call__`` returns the
-    weighted total and each term (unweighted) for logging.
+    ``negatives_in_positional`` (the reference), negatives too (see :mod:`rlseg.losses`). ``__call__`` returns the
+    weighted total and each term of :data:`TERMS` that applies (unweighted) for logging.
     """
 
     weights: LossWeights = field(default_factory=LossWeights)
@@ -49,36 +146,13 @@ class RegularizedLoss:
     def __call__(
         self, probs: torch.Tensor, image: torch.Tensor, is_negative: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        w = self.weights
-        terms: dict[str, torch.Tensor] = {}
-        x = probs[:, 1]  # every term reads the object channel: sliced once, so its gradient is one map
-        pos_mask = None if is_negative is None else ~is_negative
-        xp, im = x, image
-        if pos_mask is not None and not bool(pos_mask.all()):
-            xp, im = x[pos_mask], image[pos_mask]
+        # every term reads the object channel: sliced once, so its gradient is one map
+        batch = Batch(probs[:, 1], image, is_negative)
         total = probs.new_zeros(())
-        has_neg = is_negative is not None and bool(is_negative.any())
-        if xp.shape[0] > 0:
-            terms["sparse_crf"] = _sparse_crf(xp, im, w.sigma, self.diagonal)
-            terms["volumetric"] = _volumetric(xp, self.vol_target, self.vol_minimum, self.lambda_s,
-                                              self.small_reduction)
-            total = total + w.reg * terms["sparse_crf"] + w.vol * terms["volumetric"]
-        x_neg = x[is_negative] if has_neg else None
-        # the negatives' (mean object probability)^2: Eq. 7 as the reference computes it, computed once
-        neg_squared = _negative(x_neg, printed=False) if has_neg else None
-        if self.negatives_in_positional and has_neg:
-            # the reference: the border over the whole batch; the centre over the positives, plus the negatives'
-            # mean object probability squared
-            positional = _border(x, self.border_width, self.border_mode) + neg_squared
-            if xp.shape[0] > 0:
-                positional = positional + _centre(xp, self.center_half, self.center_size)
-            terms["positional"] = positional
-            total = total + w.pos * positional
-        elif xp.shape[0] > 0:
-            terms["positional"] = _positional(xp, self.border_width, self.center_half, self.center_size,
-                                              self.border_mode)
-            total = total + w.pos * terms["positional"]
-        if has_neg:
-            terms["negative"] = _negative(x_neg, printed=True) if self.negative_printed else neg_squared
-            total = total + w.neg * terms["negative"]
+        terms: dict[str, torch.Tensor] = {}
+        for term in TERMS:
+            value = term.compute(self, batch)
+            if value is not None:
+                terms[term.name] = value
+                total = total + getattr(self.weights, term.weight) * value
         return total, {k: float(v.detach()) for k, v in terms.items()}

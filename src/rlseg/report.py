@@ -31,8 +31,9 @@ __all__ = [
     "training_curves",
 ]
 
-# the terms fit() logs, in the order the paper introduces them
-LOSS_TERMS = ("loss", "sparse_crf", "volumetric", "positional", "negative", "cross_entropy")
+# the columns of a training history that are not a loss: every other column (the total, each term of
+# rlseg.regularized_loss.TERMS, cross_entropy) is plotted as one
+NOT_LOSS = ("stage", "epoch", "sigma", "f_measure", "jaccard", "seconds", "resolution", "lr")
 
 
 def _pyplot():
@@ -100,10 +101,11 @@ def training_curves(history: str | os.PathLike, out: str | os.PathLike, title: s
     accuracy = [k for k in ("f_measure", "jaccard") if k in rows[0] and not np.isnan(column(k)).all()]
     panels = 2 + bool(accuracy)
     fig, axes = plt.subplots(panels, 1, figsize=(8, 2.4 * panels), sharex=True)
-    for key in LOSS_TERMS:
-        if key in rows[0] and not np.isnan(column(key)).all():
+    for key in (k for k in rows[0] if k not in NOT_LOSS):
+        if not np.isnan(column(key)).all():
             values = column(key)
-            axes[0].plot(x, np.where(values > 0, values, np.nan), label=key, lw=1.2 if key != "loss" else 2)
+            axes[0].plot(x, np.where(values > 0, values, np.nan), label=key, lw=1.2 if key != "loss" else 2,
+                         gid=f"loss-{key}")
     axes[0].set_yscale("log")
     axes[0].set_ylabel("loss (per batch)")
     axes[0].legend(fontsize=7, ncol=3)

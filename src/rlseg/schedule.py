@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from rlseg.architectures import unet_arch
-from rlseg.regularized_loss import LossWeights, RegularizedLoss
+from rlseg.regularized_loss import LossWeights, RegularizedLoss, weight_names
 from rlseg.settings import defaults
 
 __all__ = ["EpochPlan", "SingleClassConfig", "anneal_sigmas", "epoch_order", "negative_sample", "single_class_settings",
@@ -136,13 +136,12 @@ def stage_plans(cfg: SingleClassConfig, stage: str) -> list[EpochPlan]:
     step there) and the first epoch of every other stage, and the learning rate falls by ``lr_gamma`` every
     ``lr_step_epochs`` epochs of a stage.
     """
-    normal = LossWeights(reg=cfg.lambda_reg, vol=cfg.lambda_vol, pos=cfg.lambda_pos, neg=cfg.lambda_neg,
-                         sigma=cfg.sigma_end)
+    normal = LossWeights(**{w: getattr(cfg, f"lambda_{w}") for w in weight_names()}, sigma=cfg.sigma_end)
     if stage == "anneal":
+        # a weight without an lambda_<w>_anneal setting weighs its terms in annealing as in the other stages
+        anneal = {w: getattr(cfg, f"lambda_{w}_anneal", getattr(cfg, f"lambda_{w}")) for w in weight_names()}
         sigmas = anneal_sigmas(cfg.anneal_epochs, cfg.sigma_start, cfg.sigma_end, printed=cfg.loss_form == "printed")
-        return [EpochPlan("anneal", s, LossWeights(reg=cfg.lambda_reg_anneal, vol=cfg.lambda_vol_anneal,
-                                                   pos=cfg.lambda_pos_anneal, neg=cfg.lambda_neg, sigma=s),
-                          restart=cfg.optimizer_restart)
+        return [EpochPlan("anneal", s, LossWeights(**anneal, sigma=s), restart=cfg.optimizer_restart)
                 for s in sigmas]
     if stage in ("normal", "transfer", "negative"):
         n = {"normal": cfg.normal_epochs, "transfer": cfg.transfer_epochs, "negative": cfg.negative_epochs}[stage]
