@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import fields
 
+import pytest
 import torch
 
 from rlseg import regularized_loss
@@ -48,3 +49,40 @@ def test_recipe_a_loss_term(monkeypatch, tmp_path):
     assert "compactness" in (tmp_path / "history.csv").read_text().splitlines()[0].split(",")
     training_curves(tmp_path / "history.csv", tmp_path / "curves.svg", "with a new term")
     assert 'id="loss-compactness"' in (tmp_path / "curves.svg").read_text()
+
+
+def test_recipe_a_stage(monkeypatch, tmp_path):
+    """docs/extending.md, "A stage": an entry in schedule.STAGES and its place in stage_sequence."""
+    from rlseg import schedule, train
+    from rlseg.schedule import Stage, stage_plans, stage_sequence
+
+    monkeypatch.setitem(schedule.STAGES, "polish", Stage("polish", "transfer_epochs"))
+
+    def with_polish(cfg, resolution_index, from_weights, with_negatives):
+        return [*stage_sequence(cfg, resolution_index, from_weights, with_negatives), "polish"]
+
+    monkeypatch.setattr(train, "stage_sequence", with_polish)
+    cfg = SingleClassConfig(**{**TINY, "transfer_epochs": 2})
+    assert [p.stage for p in stage_plans(cfg, "polish")] == ["polish", "polish"]
+    images = torch.randint(0, 256, (8, 3, 64, 64), dtype=torch.uint8)
+    out = train_single_class(cfg, lambda r: (images, None, None), tmp_path, on_epoch=None, device="cpu")
+    assert [r["stage"] for r in out["history"]] == ["anneal", "normal", "polish", "polish"]
+
+
+def test_recipe_an_encoder(monkeypatch):
+    """docs/extending.md, "An encoder": an smp encoder's name in the schema's single_class.encoder enum is all the
+    U-Net needs (its ImageNet weights download on first use; here it is built without them)."""
+    from rlseg.architectures import check_unet
+    from rlseg.models import build_unet
+    from rlseg.settings import ConfigError
+
+    enum = schema()["properties"]["single_class"]["properties"]["encoder"]
+    with pytest.raises(ConfigError, match="resnet18"):
+        check_unet({"encoder": "resnet18"})
+    monkeypatch.setitem(enum, "enum", [*enum["enum"], "resnet18"])
+    check_unet({"encoder": "resnet18"})
+    model = build_unet({"encoder": "resnet18", "decoder_channels": [32, 16, 16, 8, 8]}, pretrained=False).eval()
+    with torch.no_grad():
+        probs = model(torch.rand(2, 3, 64, 64))
+    assert probs.shape == (2, 2, 64, 64) and torch.allclose(probs.sum(1), torch.ones(2, 64, 64))
+    assert not any(p.requires_grad for p in model.encoder.parameters())

@@ -129,8 +129,40 @@ class EpochPlan:
     lr_scale: float = 1.0
 
 
+@dataclass(frozen=True)
+class Stage:
+    """A training stage after annealing: its epoch count is the ``epochs`` setting of :class:`SingleClassConfig`;
+    ``negatives`` draws the other classes' images into its batches. Its loss weights are the normal stage's."""
+
+    name: str
+    epochs: str
+    negatives: bool = False
+
+
+# the stages at σ = sigma_end (annealing, whose σ rises, is stage_plans' own); stage_sequence orders them
+STAGES: dict[str, Stage] = {s.name: s for s in (
+    Stage("normal", "normal_epochs"),
+    Stage("transfer", "transfer_epochs"),
+    Stage("negative", "negative_epochs", negatives=True),
+)}
+
+
+def stage_sequence(cfg: SingleClassConfig, resolution_index: int, from_weights: bool, with_negatives: bool
+                   ) -> list[str]:
+    """The stages trained at the ``resolution_index``-th resolution: annealing then the normal stage at the first
+    (the normal stage alone when starting ``from_weights`` or with true masks), the transfer stage at the others,
+    and the negative stage after the last one ``with_negatives``."""
+    if resolution_index > 0:
+        stages = ["transfer"]
+    else:
+        stages = ["normal"] if from_weights or cfg.supervision == "gt" else ["anneal", "normal"]
+    if resolution_index == len(cfg.resolutions) - 1 and with_negatives and cfg.negative_epochs > 0:
+        stages.append("negative")
+    return stages
+
+
 def stage_plans(cfg: SingleClassConfig, stage: str) -> list[EpochPlan]:
-    """Epoch plans of a stage: ``anneal``, ``normal``, ``transfer`` or ``negative``.
+    """Epoch plans of a stage: ``anneal`` or one of :data:`STAGES`.
 
     With ``cfg.optimizer_restart`` (the reference) a fresh Adam starts every annealing epoch (one call per sigma
     step there) and the first epoch of every other stage, and the learning rate falls by ``lr_gamma`` every
@@ -143,9 +175,9 @@ def stage_plans(cfg: SingleClassConfig, stage: str) -> list[EpochPlan]:
         sigmas = anneal_sigmas(cfg.anneal_epochs, cfg.sigma_start, cfg.sigma_end, printed=cfg.loss_form == "printed")
         return [EpochPlan("anneal", s, LossWeights(**anneal, sigma=s), restart=cfg.optimizer_restart)
                 for s in sigmas]
-    if stage in ("normal", "transfer", "negative"):
-        n = {"normal": cfg.normal_epochs, "transfer": cfg.transfer_epochs, "negative": cfg.negative_epochs}[stage]
-        return [EpochPlan(stage, cfg.sigma_end, normal, negatives=stage == "negative",
+    if stage in STAGES:
+        n = getattr(cfg, STAGES[stage].epochs)
+        return [EpochPlan(stage, cfg.sigma_end, normal, negatives=STAGES[stage].negatives,
                           restart=cfg.optimizer_restart and i == 0,
                           lr_scale=cfg.lr_gamma ** (i // cfg.lr_step_epochs) if cfg.optimizer_restart else 1.0)
                 for i in range(n)]

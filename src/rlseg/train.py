@@ -25,7 +25,7 @@ from rlseg.metrics import ConfusionMatrix, f_measure, jaccard
 from rlseg.models import SingleClassUNet, build_unet
 from rlseg.regularized_loss import RegularizedLoss
 from rlseg.runtime import NonFiniteLossError, autocast, resolve_device
-from rlseg.schedule import EpochPlan, SingleClassConfig, epoch_order, negative_sample, stage_plans
+from rlseg.schedule import EpochPlan, SingleClassConfig, epoch_order, negative_sample, stage_plans, stage_sequence
 
 log = logging.getLogger(__name__)
 
@@ -192,11 +192,7 @@ def train_single_class(
     final = None
     for ri, res in enumerate(cfg.resolutions):
         images, negatives, masks = load(res)
-        stages = ["transfer"] if ri > 0 else (["normal"] if init_weights is not None else ["anneal", "normal"])
-        if cfg.supervision == "gt":
-            stages = ["transfer"] if ri > 0 else ["normal"]
-        if ri == len(cfg.resolutions) - 1 and with_negatives and cfg.negative_epochs > 0:
-            stages.append("negative")
+        stages = stage_sequence(cfg, ri, init_weights is not None, with_negatives)
         plans = [p for s in stages for p in stage_plans(cfg, s)]
         run_config = {**base, "resolution": res, "stages": stages}
         ckpt = outdir / f"checkpoint_{res}.pt"
