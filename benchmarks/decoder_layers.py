@@ -4,9 +4,9 @@ Three figures, each from runs that alternate between the two forms, so that the 
 (1 and 2 per resolution, medians over repetitions in one process):
 
 1. the last up block (ConvTranspose2d 2x2/2 + BatchNorm + ReLU, 16 channels) and the 3x3 head, forward and backward
-   on a batch: the modules one after the other, against ``rlseg.models.layers.up_head``;
+   on a batch: the modules one after the other, against ``rlseg.models.cpu_kernels.up_head``;
 2. one training step on cached encoder features (decoder, the normal stage's loss, backward, Adam) of the default
-   U-Net: the decoder as module calls on concatenated skips (``LightUnetDecoder.module_layers``, the benchmark
+   U-Net: the decoder as module calls on concatenated skips (``single_class.cpu_kernels: false``, the benchmark
    baseline's form) with PyTorch's default Adam, against the decoder as the pipeline runs it with fused Adam;
 3. the training loop itself (``rlseg.train.fit`` on the first 160 ECSSD images, or synthetic ones without the
    shared data): seconds an epoch once the feature cache is full (the median of the last four of 12), the decoder
@@ -22,7 +22,6 @@ Three figures, each from runs that alternate between the two forms, so that the 
 from __future__ import annotations
 
 import argparse
-import copy
 import tempfile
 import time
 from collections.abc import Callable
@@ -34,8 +33,8 @@ from throughput import emit, first_epochs, image_paths  # this script's sibling
 
 from rlseg.data import load_images
 from rlseg.models import build_unet
-from rlseg.models.layers import ShiftSumConv2d, up_head
-from rlseg.models.unet import _up_block
+from rlseg.models.cpu_kernels import ShiftSumConv2d, up_head
+from rlseg.models.light_decoder import up_block
 from rlseg.pipeline import setup_job
 from rlseg.train import SingleClassConfig, fit, stage_plans
 
@@ -55,7 +54,7 @@ def interleaved(fns: dict[str, Callable[[], None]], repeats: int, warm: int = 3)
 def last_block(size: int, batch: int, repeats: int) -> dict[str, float]:
     """Forward and backward of the last up block and the head: the modules, and ``up_head``."""
     torch.manual_seed(0)
-    up, head = _up_block(16, 16), ShiftSumConv2d(16, 2)
+    up, head = up_block(16, 16), ShiftSumConv2d(16, 2)
     x = torch.randn(batch, 16, size // 2, size // 2, requires_grad=True)
     grad = torch.randn(batch, 2, size, size)
     return interleaved({"modules": lambda: head(up(x)).backward(grad),
@@ -72,8 +71,8 @@ def training_step(size: int, batch: int, repeats: int) -> dict[str, float]:
     fast = build_unet(cfg.arch).train()
     with torch.no_grad():
         feats = fast.features(x)
-    modules = copy.deepcopy(fast)
-    modules.decoder.module_layers = True
+    modules = build_unet(cfg.arch, cpu_kernels=False).train()  # the plain decoder, the same weights
+    modules.load_state_dict(fast.state_dict())
 
     def step_of(model: torch.nn.Module, fused: bool) -> Callable[[], None]:
         opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, fused=fused)
@@ -92,8 +91,7 @@ def loop_epochs(images: torch.Tensor, size: int, module_layers: bool, epochs: in
     """Median seconds of the last four of ``epochs`` epochs of ``fit`` (annealing from the start)."""
     cfg = SingleClassConfig(resolutions=[size])
     torch.manual_seed(0)
-    model = build_unet(cfg.arch)
-    model.decoder.module_layers = module_layers
+    model = build_unet(cfg.arch, cpu_kernels=not module_layers)
     with tempfile.TemporaryDirectory() as tmp:
         rows = fit(model, images, first_epochs(cfg, epochs), cfg, Path(tmp) / "ckpt.pt", {"size": size},
                    device=torch.device("cpu"))

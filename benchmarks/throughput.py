@@ -42,7 +42,7 @@ from rlseg.data import load_binary_masks, load_images, resized_tensor, to_float
 from rlseg.imageio import load_image
 from rlseg.inference import predict
 from rlseg.metrics import ConfusionMatrix, f_measure
-from rlseg.models import ShiftSumConv2d, SingleClassUNet, build_unet
+from rlseg.models import SingleClassUNet, build_unet
 from rlseg.pipeline import setup_job
 from rlseg.schedule import EpochPlan
 from rlseg.synthetic import SHAPES, render_image
@@ -92,25 +92,10 @@ def use_layout(model: SingleClassUNet, memory_format: torch.memory_format) -> Si
     return model.to(memory_format=memory_format)
 
 
-def standard_layers(model: SingleClassUNet) -> SingleClassUNet:
-    """The model with PyTorch's own layers, as the reference writes its network: the head's shift-sum convolution
-    back to ``nn.Conv2d`` (same weights), each decoder layer a module call on the concatenated skips."""
-    model.decoder.module_layers = True
-    for module in list(model.modules()):
-        for name, child in list(module.named_children()):
-            if isinstance(child, ShiftSumConv2d):
-                conv = torch.nn.Conv2d(child.in_channels, child.out_channels, 3, padding=1,
-                                       bias=child.bias is not None)
-                conv.load_state_dict(child.state_dict())
-                setattr(module, name, conv)
-    return model
-
-
 def baseline_fit(model: SingleClassUNet, paths: list[Path], size: int, cfg: SingleClassConfig,
                  plans: list[EpochPlan], workers: int, device: str = "cpu") -> list[float]:
     """Train as the reference's loop does; returns the seconds of each epoch."""
     use_layout(model, torch.contiguous_format)  # the reference's tensors: PyTorch's default layout
-    standard_layers(model)
     loader = torch.utils.data.DataLoader(FileImages(paths, size, cfg.flip, cfg.seed), batch_size=cfg.batch_size,
                                          shuffle=True, num_workers=workers,
                                          generator=torch.Generator().manual_seed(cfg.seed))
@@ -193,7 +178,7 @@ def train_baseline(paths: list[Path], size: int, cfg: SingleClassConfig, epochs:
                    device: str = "cpu") -> tuple[list[float], dict]:
     """The baseline's epoch seconds and final weights, trained from the seed as the reference does."""
     torch.manual_seed(cfg.seed)
-    model = build_unet(cfg.arch)
+    model = build_unet(cfg.arch, cpu_kernels=False)  # PyTorch's own layers, as the reference writes its network
     seconds = baseline_fit(model, paths, size, cfg, first_epochs(cfg, epochs), workers, device)
     return seconds, model.state_dict()
 
@@ -236,7 +221,7 @@ def speed(paths: list[Path], size: int, epochs: int, baseline_epochs: int, worke
     emit("speedup_schedule", ours["schedule"] / base_ips, target=5, **where)
     emit("speedup_steady", ours["steady"] / base_ips, **where)
     flops_ours = step_flops(build_unet(ours_cfg.arch), ours_cfg, size, cached=True)
-    flops_base = step_flops(build_unet(cfg.arch), cfg, size, cached=False)
+    flops_base = step_flops(build_unet(cfg.arch, cpu_kernels=False), cfg, size, cached=False)
     emit("flops_per_image_ours", flops_ours, **where)
     emit("flops_per_image_baseline", flops_base, **where)
     emit("flops_fraction_ours_steady", flops_ours * ours["steady"] / peak, target=0.3, **where)

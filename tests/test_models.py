@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 
 from rlseg.models import (
+    CpuLightUnetDecoder,
     EncoderWeightsUnavailable,
     LightUnetDecoder,
     ShiftSumConv2d,
@@ -23,9 +24,9 @@ from rlseg.models import (
     build_unet,
     load_lite0_imagenet,
 )
-from rlseg.models.layers import up_head
+from rlseg.models.cpu_kernels import up_head
+from rlseg.models.light_decoder import up_block
 from rlseg.models.lite0 import lite0_weights_path
-from rlseg.models.unet import _up_block
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -83,7 +84,7 @@ def test_up_head_is_the_up_block_then_the_head(cin, cout, classes, h, w, head_bi
     """The sub-pixel form of ConvTranspose2d + BatchNorm + ReLU + 3x3 head: values, every gradient and the
     running statistics, against the modules (float64), in training (batch statistics) and in eval mode."""
     torch.manual_seed(0)
-    up, head = _up_block(cin, cout).double(), ShiftSumConv2d(cout, classes, bias=head_bias).double()
+    up, head = up_block(cin, cout).double(), ShiftSumConv2d(cout, classes, bias=head_bias).double()
     bn = up[1]
     bn.momentum = momentum
     with torch.no_grad():  # statistics and an affine map away from their initial values
@@ -106,19 +107,22 @@ def test_up_head_is_the_up_block_then_the_head(cin, cout, classes, h, w, head_bi
 
 
 def test_up_head_takes_the_modules_for_channels_last():
-    up, head = _up_block(4, 4).eval(), ShiftSumConv2d(4, 2)
+    up, head = up_block(4, 4).eval(), ShiftSumConv2d(4, 2)
     x = torch.randn(2, 4, 5, 5).contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(up_head(x, up, head), head(up(x)))
 
 
-@pytest.mark.parametrize("module_layers", [False, True])
-def test_light_decoder_is_its_layers_on_concatenated_skips(module_layers):
-    """The decoder's split convolutions on [x, skip] and its sub-pixel last block (and, with ``module_layers``, the
-    benchmark baseline's module calls) give what its modules give when called in order on the concatenations
-    (float64, training mode, every parameter's gradient)."""
+@pytest.mark.parametrize("decoder_class", [CpuLightUnetDecoder, LightUnetDecoder], ids=["cpu_kernels", "plain"])
+def test_light_decoder_is_its_layers_on_concatenated_skips(decoder_class):
+    """The CPU decoder's split convolutions on [x, skip] and its sub-pixel last block (and the plain decoder) give
+    what the modules give when called in order on the concatenations (float64, training mode, every parameter's
+    gradient); both decoders have the same parameters from the same seed."""
     torch.manual_seed(0)
-    decoder = LightUnetDecoder([3, 4, 5, 6, 7, 8], [12, 10, 8, 6, 4], 2, convs=[0, 1, 1, 2]).double()
-    decoder.module_layers = module_layers
+    decoder = decoder_class([3, 4, 5, 6, 7, 8], [12, 10, 8, 6, 4], 2, convs=[0, 1, 1, 2]).double()
+    torch.manual_seed(0)
+    plain = LightUnetDecoder([3, 4, 5, 6, 7, 8], [12, 10, 8, 6, 4], 2, convs=[0, 1, 1, 2]).double()
+    assert all(torch.equal(a, b) for a, b in zip(decoder.state_dict().values(), plain.state_dict().values(),
+                                                  strict=True))
     reference = copy.deepcopy(decoder)
     feats = [torch.randn(2, c, 64 // 2**i, 64 // 2**i, dtype=torch.float64) for i, c in enumerate([3, 4, 5, 6, 7, 8])]
     feats[-1].requires_grad_()
@@ -136,8 +140,13 @@ def test_light_decoder_is_its_layers_on_concatenated_skips(module_layers):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
 
 
-def test_the_unet_head_is_the_shift_sum_convolution():
-    assert isinstance(build_unet({}, pretrained=False).decoder.head, ShiftSumConv2d)
+def test_cpu_kernels_is_one_swap_of_the_decoder():
+    """``cpu_kernels`` chooses the decoder's class at build time; the plain U-Net is PyTorch's modules only, and
+    both hold the same parameters under the same names."""
+    fast, plain = build_unet({}, pretrained=False), build_unet({}, pretrained=False, cpu_kernels=False)
+    assert type(fast.decoder) is CpuLightUnetDecoder and isinstance(fast.decoder.head, ShiftSumConv2d)
+    assert type(plain.decoder) is LightUnetDecoder and type(plain.decoder.head) is torch.nn.Conv2d
+    assert list(fast.state_dict()) == list(plain.state_dict())
 
 
 def test_light_decoder_is_lighter_than_smp():

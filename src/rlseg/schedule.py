@@ -68,6 +68,7 @@ class SingleClassConfig:
     flip: bool = _SC["flip"]
     seed: int = _SC["seed"]
     feature_cache_mb: int = _SC["feature_cache_mb"]  # frozen encoder's features; moves results by rounding only
+    cpu_kernels: bool = _SC["cpu_kernels"]  # the decoder's CPU forms (rlseg.models.cpu_kernels): speed and rounding
 
     @classmethod
     def from_dict(cls, d: dict) -> SingleClassConfig:

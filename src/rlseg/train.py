@@ -180,11 +180,12 @@ def train_single_class(
     outdir.mkdir(parents=True, exist_ok=True)
     dev = resolve_device(device)
     torch.manual_seed(cfg.seed)
-    model = build_unet(cfg.arch)
+    model = build_unet(cfg.arch, cpu_kernels=cfg.cpu_kernels)
     if init_weights is not None:
         load_weights(init_weights, model)
-    # the cache size is not part of what a checkpoint must match: it changes speed and float rounding, not the run
-    settings = {k: v for k, v in asdict(cfg).items() if k != "feature_cache_mb"}
+    # the cache size and the CPU kernels are not part of what a checkpoint must match: they change speed and float
+    # rounding, not the run
+    settings = {k: v for k, v in asdict(cfg).items() if k not in ("feature_cache_mb", "cpu_kernels")}
     base = {"single_class": settings, "init": str(init_weights) if init_weights else "anneal"}
     t0 = time.time()
     history: list[dict] = []

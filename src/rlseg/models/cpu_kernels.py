@@ -1,12 +1,18 @@
-"""Layers that compute a standard layer's function faster on the CPU, with the same parameters (state dicts)."""
+"""The CPU fast path, swapped in at build time (``single_class.cpu_kernels``): layers that compute a standard
+layer's function faster on the CPU with the same parameters (state dicts), and :class:`CpuLightUnetDecoder`, the
+light decoder computed with them. Other devices, layouts, dtypes and autocast fall back to the plain modules."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["ShiftSumConv2d", "up_head"]
+from rlseg.models.light_decoder import LightUnetDecoder
+
+__all__ = ["CpuLightUnetDecoder", "ShiftSumConv2d", "split_input", "up_head"]
 
 # the nine taps of a 3x3 kernel as (row, column) offsets, in the kernel's (ky, kx) order
 _TAPS = [(ky - 1, kx - 1) for ky in range(3) for kx in range(3)]
@@ -255,3 +261,31 @@ def up_head(x: torch.Tensor, up: nn.Sequential, head: nn.Conv2d) -> torch.Tensor
     logits = _SubpixelUpHead.apply(x, weight, head_taps.reshape(16 * k, 4 * o))
     logits = F.pixel_shuffle(logits.view(b, 2, 2, k, h, w).permute(0, 3, 1, 2, 4, 5).reshape(b, 4 * k, h, w), 2)
     return logits if head.bias is None else logits + head.bias.view(1, k, 1, 1)
+
+
+def split_input(conv: nn.Conv2d, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+    """``conv(torch.cat([x, skip], 1))`` as one convolution on each, its weight split by input channels: no
+    concatenated copy, and no input gradient for a frozen encoder's skip. The same split of the transposed
+    convolutions at the levels without a 3x3 convolution is no faster (docs/performance.md)."""
+    w, n = conv.weight, x.shape[1]
+    args = (conv.stride, conv.padding, conv.dilation, conv.groups)  # zero padding: the decoder's convolutions'
+    return F.conv2d(x, w[:, :n], conv.bias, *args) + F.conv2d(skip, w[:, n:], None, *args)
+
+
+class CpuLightUnetDecoder(LightUnetDecoder):
+    """:class:`LightUnetDecoder` with the CPU forms: each first 3x3 convolution after a skip runs on the two
+    inputs without concatenating them (:func:`split_input`), and the last up block and the head run in sub-pixel
+    layout (:func:`up_head`, with the head a :class:`ShiftSumConv2d`). Same parameters, same function up to float
+    rounding (tests/test_models.py compares them in float64)."""
+
+    make_head = staticmethod(ShiftSumConv2d)
+
+    def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
+        x = features[-1]
+        for up, mix, skip in zip(self.ups, self.mix, list(features[1:-1])[::-1], strict=True):
+            x = up(x)  # kept as modules: with BatchNorm folded in as up_head folds it, the loop ran slower
+            if len(mix):
+                x = mix[1:](mix[0][1:](split_input(mix[0][0], x, skip)))
+            else:
+                x = torch.cat([x, skip], 1)
+        return up_head(x, self.last, self.head)
