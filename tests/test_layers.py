@@ -94,3 +94,30 @@ def test_settings_import_nothing_from_rlseg():
 def test_no_module_over_300_lines():
     long = {m: n for m, p in modules().items() if (n := len(p.read_text().splitlines())) > 300}
     assert not long, long
+
+
+def _reasoned(lines: list[str], lineno: int) -> bool:
+    """An import at ``lineno`` (1-based) has a reason: a comment on its line, on another import of its group, or on
+    the line above the group."""
+    i = lineno - 1
+    while i >= 0:
+        line = lines[i].strip()
+        if "#" in line:
+            return True
+        if line and not line.startswith(("import ", "from ")):
+            return False
+        i -= 1
+    return False
+
+
+def test_every_function_level_import_says_why():
+    """Module-level imports only, except where a comment says why (an optional or heavy dependency, torch after
+    the job's OpenMP policy is set)."""
+    missing = []
+    for name, path in modules().items():
+        lines = path.read_text().splitlines()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                missing += [f"{name}:{sub.lineno}" for sub in ast.walk(node)
+                            if isinstance(sub, (ast.Import, ast.ImportFrom)) and not _reasoned(lines, sub.lineno)]
+    assert not missing, f"function-level imports without a reason: {missing}"

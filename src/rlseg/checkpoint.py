@@ -18,14 +18,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from rlseg.io import save_torch
+from rlseg.io import CheckpointMismatch, save_torch
 
 __all__ = ["CheckpointMismatch", "config_digest", "load_checkpoint", "load_weights", "resume", "rng_state",
            "save_checkpoint", "save_weights", "set_rng_state"]
-
-
-class CheckpointMismatch(RuntimeError):
-    """A checkpoint or weights file that does not fit the run asking for it."""
 
 
 CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "epoch", "rng", "config", "digest")

@@ -20,11 +20,10 @@ from pathlib import Path
 
 import yaml
 
-from rlseg.checkpoint import CheckpointMismatch
 from rlseg.cli_predict import cmd_predict
 from rlseg.cli_train import IMAGE_CHECKS, cmd_train
 from rlseg.imageio import BadImageError
-from rlseg.io import InputError, UnsafeNameError
+from rlseg.io import CheckpointMismatch, InputError, UnsafeNameError
 from rlseg.settings import ConfigError, schema
 
 log = logging.getLogger("rlseg")

@@ -8,8 +8,26 @@ import os
 import time
 from pathlib import Path
 
-from rlseg.imageio import BadImageError, voc_palette, voc_palette_array
-from rlseg.io import InputError, unique_stems, within
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from rlseg.imageio import (
+    DECODER_ERRORS,
+    BadImageError,
+    load_image,
+    overlay,
+    regular_file,
+    voc_palette,
+    voc_palette_array,
+)
+from rlseg.ingest import folder_images
+from rlseg.io import InputError, atomic_path, child_path, save_png, unique_stems, within
+from rlseg.metrics import ConfusionMatrix, f_measure, jaccard
+from rlseg.pipeline import setup_job
+
+# torch (rlseg.inference, rlseg.runtime) is imported inside the commands, after setup_job has set its OpenMP policy
 
 log = logging.getLogger("rlseg")
 
@@ -22,8 +40,6 @@ PALETTE_ARRAY = voc_palette_array()
 def _inputs(paths: list[Path]) -> list[Path]:
     """The image files named, and those in the folders named; a name that does not exist is an error, a folder
     without images too (its files of other kinds are not inputs)."""
-    from rlseg.ingest import folder_images
-
     out: list[Path] = []
     for p in paths:
         if p.is_dir():
@@ -62,11 +78,6 @@ def _object_truth(path: Path, size: tuple[int, int]):
     Raises:
         BadImageError: unreadable, or not of ``size`` (the image's width, height).
     """
-    import numpy as np
-    from PIL import Image
-
-    from rlseg.imageio import DECODER_ERRORS, regular_file
-
     regular_file(path)
     try:
         with Image.open(path) as img:
@@ -84,11 +95,7 @@ def _predict_batch(files: list[Path], names: list[str], model, dev, args: argpar
                    failed: list[Path]) -> int:
     """Masks and overlays of one batch of files (``names``: their output names); unreadable files, and true masks
     that cannot be scored, are logged and added to ``failed``."""
-    import numpy as np
-
-    from rlseg.imageio import load_image
-    from rlseg.inference import overlay, segment
-    from rlseg.io import atomic_path, child_path, save_png
+    from rlseg.inference import segment  # torch: see the module's imports
 
     batch = []
     for f, name in zip(files, names, strict=True):
@@ -118,12 +125,7 @@ def _predict_batch(files: list[Path], names: list[str], model, dev, args: argpar
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-    from tqdm.contrib.logging import logging_redirect_tqdm
-
-    from rlseg.inference import load_model
-    from rlseg.metrics import ConfusionMatrix, f_measure, jaccard
-    from rlseg.pipeline import setup_job
+    from rlseg.inference import load_model  # torch: see the module's imports
     from rlseg.runtime import resolve_device
 
     files = _inputs(args.inputs)

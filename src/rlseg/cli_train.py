@@ -14,6 +14,7 @@ from rlseg.imageio import file_problem
 from rlseg.ingest import check_files, finalize_manifests, folder_images, write_manifest
 from rlseg.io import InputError, within
 from rlseg.packaged import check_packaged
+from rlseg.pipeline import run_base_model, run_single_class, setup_job
 from rlseg.settings import ConfigError, fill_defaults, schema, validate
 
 log = logging.getLogger("rlseg")
@@ -99,8 +100,6 @@ def _outside_inputs(path: Path, folders: list[Path], what: str) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from rlseg.pipeline import run_base_model, run_single_class, setup_job
-
     settings = train_settings(args)
     folders = [_folder(args.folder, "the class's images")]
     if args.negatives:

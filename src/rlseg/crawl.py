@@ -218,7 +218,7 @@ def crawl_urls(urls: list[str], folder: str | os.PathLike, images: dict | None =
                web: dict | None = None, backoff: float = 0.2) -> list[dict]:
     """Download a list of image URLs through icrawler's ``UrlListCrawler`` with :class:`CheckedDownloader`
     (``web``: retries, timeout, max_bytes, deadline; the schema's defaults for the keys it lacks)."""
-    from icrawler.builtin import UrlListCrawler
+    from icrawler.builtin import UrlListCrawler  # icrawler and its HTTP stack: only downloads pay their import
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -244,6 +244,7 @@ def crawl_class(cls: str, web: dict, images: dict, folder: str | os.PathLike) ->
     Raises:
         NetworkUnavailable: within seconds when the engine cannot be reached.
     """
+    # icrawler and its HTTP stack: only downloads pay their import
     from icrawler.builtin import BaiduImageCrawler, BingImageCrawler, FlickrImageCrawler, GoogleImageCrawler
 
     engine = web["engine"]

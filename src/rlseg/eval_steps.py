@@ -41,7 +41,8 @@ def predict_eval_set(model_path: str, index: str, pairs_out: str, outdir: str | 
                      scales: Sequence[float] = (1.0,), flip: bool = False) -> None:
     """Predict every evaluation image with the multi-class network (at ``scales``, with its mirror image too with
     ``flip``: :func:`rlseg.multiclass.predict_full`); PNGs (label ids) under ``outdir``."""
-    from rlseg.inference import load_model, segment  # torch: the index and pairs steps start without it
+    # torch: the index and pairs steps start without it, and the job's setup_job runs before it loads
+    from rlseg.inference import load_model, segment
     from rlseg.runtime import resolve_device
 
     dev = resolve_device(device)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from rlseg.imageio import BadImageError, load_mask
+from rlseg.ingest import read_manifest
 from rlseg.io import write_csv, write_text
 from rlseg.metrics import ConfusionMatrix, iou_per_class
 
@@ -97,8 +99,6 @@ def write_confusion(path: str | os.PathLike, matrix: np.ndarray, class_names: Se
 
 def read_confusion(path: str | os.PathLike) -> tuple[list[str], np.ndarray]:
     """(class names, matrix) from a CSV that :func:`write_confusion` wrote."""
-    import csv
-
     with open(path, newline="") as fh:
         rows = list(csv.DictReader(fh))
     names = [r["truth"] for r in rows]
@@ -115,8 +115,6 @@ def write_scores(
 
 def read_per_class_iou(per_class_path: str | os.PathLike) -> dict[str, float]:
     """{class: IoU in percent} from a per-class CSV that :func:`write_scores` wrote."""
-    import csv
-
     with open(per_class_path, newline="") as fh:
         return {r["class"]: float(r["iou"]) for r in csv.DictReader(fh)}
 
@@ -150,8 +148,6 @@ def pseudo_label_jaccard(results: str | os.PathLike, masks: str | os.PathLike, c
 
     Scoring only: the workflow never reads these masks while training.
     """
-    from rlseg.ingest import read_manifest
-
     results, masks = Path(results), Path(masks)
     triples = [(results.parent / r["label"], masks / f"{Path(r['image']).stem}.png", ids[c])
                for c in classes for r in read_manifest(results / "pseudo_gt" / c / "pairs.csv")]

@@ -19,7 +19,7 @@ MIN_SIDE = defaults("images")["min_side"]
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 __all__ = ["IMAGE_SUFFIXES", "MAX_PIXELS", "MIN_SIDE", "BadImageError", "file_problem", "load_image", "load_mask",
-           "regular_file", "to_rgb", "upright_size", "voc_palette", "voc_palette_array"]
+           "overlay", "regular_file", "to_rgb", "upright_size", "voc_palette", "voc_palette_array"]
 
 
 def voc_palette(n: int = 256) -> list[int]:
@@ -216,3 +216,12 @@ def load_mask(path: str | os.PathLike, size: tuple[int, int] | None = None, num_
     if mode == "1":
         arr = arr.astype(np.uint8)
     return arr.astype(np.uint8)
+
+
+def overlay(image: Image.Image, label: np.ndarray, palette: np.ndarray, alpha: float = 0.5) -> Image.Image:
+    """The image with each labelled pixel tinted by its palette colour (background left as it is)."""
+    rgb = np.asarray(image, dtype=np.float32)
+    colour = palette[label].astype(np.float32)
+    mask = (label > 0) & (label != 255)
+    rgb[mask] = (1 - alpha) * rgb[mask] + alpha * colour[mask]
+    return Image.fromarray(rgb.round().astype(np.uint8))

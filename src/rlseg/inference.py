@@ -18,7 +18,7 @@ from rlseg.models import build_multiclass, build_unet
 from rlseg.multiclass import predict_full
 from rlseg.runtime import autocast, resolve_device
 
-__all__ = ["LoadedModel", "load_model", "object_probability", "overlay", "predict", "segment"]
+__all__ = ["LoadedModel", "load_model", "object_probability", "predict", "segment"]
 
 
 @torch.no_grad()
@@ -85,12 +85,3 @@ def segment(model: LoadedModel, images: Sequence[Image.Image], device: torch.dev
     if crf is not None:
         probs = [refine(np.asarray(im), prob, crf) for im, prob in zip(images, probs, strict=True)]
     return [np.where(prob > 0.5, class_id, 0).astype(np.uint8) for prob in probs]
-
-
-def overlay(image: Image.Image, label: np.ndarray, palette: np.ndarray, alpha: float = 0.5) -> Image.Image:
-    """The image with each labelled pixel tinted by its palette colour (background left as it is)."""
-    rgb = np.asarray(image, dtype=np.float32)
-    colour = palette[label].astype(np.float32)
-    mask = (label > 0) & (label != 255)
-    rgb[mask] = (1 - alpha) * rgb[mask] + alpha * colour[mask]
-    return Image.fromarray(rgb.round().astype(np.uint8))

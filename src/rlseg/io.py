@@ -19,12 +19,17 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-__all__ = ["InputError", "UnsafeNameError", "atomic_path", "child_path", "plain_name", "save_png", "save_torch",
-           "unique_stems", "within", "write_csv", "write_json", "write_text"]
+__all__ = ["CheckpointMismatch", "InputError", "UnsafeNameError", "atomic_path", "child_path", "plain_name", "save_png",
+           "save_torch", "unique_stems", "within", "write_csv", "write_json", "write_text"]
 
 
 class InputError(ValueError):
     """A command's inputs or outputs that cannot work together (no input, an output over an input, ...)."""
+
+
+class CheckpointMismatch(RuntimeError):
+    """A checkpoint or weights file that does not fit the run asking for it (raised by :mod:`rlseg.checkpoint`;
+    declared here, without torch, for the command line's error contract)."""
 
 
 class UnsafeNameError(ValueError):
@@ -119,7 +124,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 def save_torch(obj: Any, path: str | os.PathLike) -> None:
     """``torch.save`` atomically."""
-    import torch
+    import torch  # the seconds-long jobs import io and never save tensors: torch's import stays out of them
 
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)

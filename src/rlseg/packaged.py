@@ -16,7 +16,7 @@ from importlib import resources
 from pathlib import Path
 
 from rlseg.architectures import unet_arch
-from rlseg.io import write_csv, write_json
+from rlseg.io import save_torch, write_csv, write_json
 from rlseg.settings import ConfigError
 
 # torch, the checkpoints and the U-Net are imported by the two functions that move weights: the config check,
@@ -49,8 +49,8 @@ def export_start(model_path: str | os.PathLike, settings: dict, history_rows: li
         ValueError: the model's encoder was trained (its weights would be needed too).
         CheckpointMismatch: the model is not of the architecture ``settings`` make.
     """
-    from rlseg.checkpoint import load_weights  # torch: see the module's imports
-    from rlseg.io import save_torch
+    # torch: see the module's imports
+    from rlseg.checkpoint import load_weights
     from rlseg.models.unet import build_unet
 
     arch = unet_arch(settings)
@@ -109,7 +109,8 @@ def materialise_start(arch: dict, model_out: str | os.PathLike, history_out: str
     Raises:
         ConfigError: it does not fit ``arch``, or its weights file is not the one its metadata describes.
     """
-    import torch  # see the module's imports
+    # torch: see the module's imports
+    import torch
 
     from rlseg.checkpoint import save_weights
     from rlseg.models.unet import build_unet

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import sys
 import time
 from collections.abc import Sequence
 from contextlib import contextmanager
@@ -26,6 +27,7 @@ from rlseg.ingest import (
     write_manifest,
 )
 from rlseg.io import atomic_path, child_path, save_png, unique_stems, write_csv
+from rlseg.sources import get_source
 from rlseg.voc import voc_palette
 
 # torch and the training code are imported by the steps that use them: the seconds-long jobs (ingest, manifests,
@@ -67,14 +69,13 @@ def setup_job(threads: int | None = None, precision: str = "auto", share_cpus: b
     choice), its precision (``rlseg.runtime.set_precision``) and freed memory kept for reuse
     (``rlseg.runtime.reuse_freed_memory``); with ``share_cpus``, first a CPU slot per thread, held until the
     process ends (:func:`rlseg.cpu_slots.hold_cpu_slots`: waits while other jobs hold the machine's CPUs)."""
-    import sys
-
     if "torch" not in sys.modules:
-        # jobs share the machine's cores: a spinning OpenMP thread takes a core another job's thread needs (two
-        # 2-thread jobs on two cores ran 8-10x slower spinning, 2x sleeping). OpenMP reads this when torch loads.
+        # jobs share the machine's cores: a spinning OpenMP thread takes a core another job's thread needs
+        # (docs/performance.md). OpenMP reads this when torch loads.
         os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
     else:
         log.debug("torch was imported before setup_job: OMP_WAIT_POLICY stays %s", os.environ.get("OMP_WAIT_POLICY"))
+    # torch loads here, after its OpenMP policy is set, and never in the seconds-long jobs
     import torch
 
     from rlseg.runtime import reuse_freed_memory, set_precision
@@ -91,8 +92,6 @@ def setup_job(threads: int | None = None, precision: str = "auto", share_cpus: b
 def ingest_class(cls: str, images: dict, web: dict, results: str, candidates: str) -> None:
     """Collect and check the class's images from the configured source (:mod:`rlseg.sources`) and write its
     candidate list."""
-    from rlseg.sources import get_source
-
     rows = get_source(images["source"]).candidates(cls, images, web, Path(results))
     write_manifest(candidates, rows)
     used = sum(r["status"] == "used" for r in rows)
@@ -129,6 +128,7 @@ def run_single_class(
     """Train one class's U-Net through its stages; negatives are the other classes' images that are not (near-)
     duplicates of the class's own (:func:`rlseg.ingest.negative_paths`), and a negatives folder where the source
     has one. True masks, where they exist, are read for monitoring only."""
+    # torch and the training code: the job's setup_job runs first, and the seconds-long jobs never load them
     import torch
 
     from rlseg.data import load_images, load_label_masks
@@ -171,6 +171,7 @@ def make_pseudo_gt(model_path: str, manifest: str, class_id: int, out_pairs: str
     """Label each of the class's images with its CNN (at ``resolution`` px, default its training one; refined by a
     dense CRF with ``crf``'s settings, :class:`rlseg.crf.CrfParams`): object -> class id, else 0, as VOC palette
     PNGs at the image's original size; writes the (image, label) pairs CSV. Returns the number of images labelled."""
+    # torch and the training code: the job's setup_job runs first, and the seconds-long jobs never load them
     from rlseg.crf import CrfParams
     from rlseg.inference import load_model, segment
     from rlseg.runtime import resolve_device
@@ -207,7 +208,7 @@ def base_model_images(base: dict, results: str, manifests: Sequence[str] = ()) -
         return folder_images(base["root"])
     if base["source"] == "list":
         return read_image_list(base["root"])
-    from torchvision.datasets import OxfordIIITPet
+    from torchvision.datasets import OxfordIIITPet  # torchvision's data sets: for this download only
 
     root = Path(base.get("root") or Path(results) / "oxford_pet")
     try:
@@ -239,6 +240,7 @@ def run_base_model(base: dict, settings: dict, results: str, model_out: str, his
 def run_multiclass(pair_files: Sequence[str], ids: dict[str, int], settings: dict, model_out: str,
                    history_out: str, checkpoint: str, device: str = "auto") -> None:
     """Train the multi-class network on the (image, label) pairs listed in ``pair_files``."""
+    # torch and the training code: the job's setup_job runs first, and the seconds-long jobs never load them
     from rlseg.multiclass import MultiClassConfig, train_multiclass
 
     pairs = read_pairs(pair_files)

@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image
 
 from rlseg.evaluate import read_confusion, read_per_class_iou
+from rlseg.imageio import overlay, voc_palette_array
 from rlseg.ingest import read_manifest
 from rlseg.io import atomic_path
 
@@ -37,6 +38,7 @@ NOT_LOSS = ("stage", "epoch", "sigma", "f_measure", "jaccard", "seconds", "resol
 
 
 def _pyplot():
+    # matplotlib: the figure jobs alone pay its import, and choose its backend before pyplot loads
     import matplotlib
 
     matplotlib.use("Agg")
@@ -53,9 +55,7 @@ def _save(fig, out: str | os.PathLike, dpi: int = 100) -> None:
     metadata = {"Date": None} if out.suffix == ".svg" else None  # no timestamp: a rerun gives the same bytes
     with atomic_path(out) as tmp:
         fig.savefig(tmp, format=out.suffix.lstrip("."), bbox_inches="tight", metadata=metadata, dpi=dpi)
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
+    _pyplot().close(fig)
 
 
 def iou_bars(per_class: str | os.PathLike, miou: float, out: str | os.PathLike,
@@ -209,9 +209,6 @@ class GalleryRow:
 def gallery(rows: Sequence[GalleryRow], out: str | os.PathLike, title: str, height: int = 160) -> None:
     """A grid: image | pseudo label (drawn over the image) | multi-class prediction | ground truth, one row per
     sample, each cell ``height`` px high."""
-    from rlseg.inference import overlay
-    from rlseg.voc import voc_palette_array
-
     plt = _pyplot()
     pal = voc_palette_array()
     heads = ["image", "pseudo label (class CNN)", "multi-class prediction", "ground truth"]

@@ -19,8 +19,10 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from rlseg.data import to_float
+from rlseg.data import load_images, load_label_masks, to_float
 from rlseg.inference import predict
+from rlseg.ingest import read_pairs, used_paths
+from rlseg.io import write_csv
 from rlseg.losses import normalise_colours, sparse_crf_loss
 from rlseg.metrics import per_image_f_measure
 from rlseg.models import build_unet
@@ -156,10 +158,6 @@ def run_loss_study(
 ) -> list[dict]:
     """The study on each class's used training images that have true masks (one set per class; at most
     ``settings["max_images"]`` each, the first by path), at ``settings["resolution"]`` px; rows to ``out_csv``."""
-    from rlseg.data import load_images, load_label_masks
-    from rlseg.ingest import read_pairs, used_paths
-    from rlseg.io import write_csv
-
     cfg, _ = single_class_settings(single_class)
     truth_of = dict(read_pairs([str(truth_pairs)]))
     res = settings["resolution"]

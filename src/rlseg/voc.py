@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
-from rlseg.imageio import load_mask, upright_size, voc_palette, voc_palette_array
-from rlseg.io import UnsafeNameError, child_path, plain_name, write_text
+from rlseg.imageio import BadImageError, load_mask, upright_size, voc_palette, voc_palette_array
+from rlseg.io import UnsafeNameError, child_path, plain_name, write_csv, write_text
 
 VOC_CLASSES = (
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -108,8 +110,6 @@ def check_samples(samples: list[VocSample], num_labels: int) -> None:
     Raises:
         BadImageError: naming the first file at fault and what is wrong.
     """
-    from rlseg.imageio import BadImageError
-
     for s in samples:
         w, h = upright_size(s.image)
         mask = load_mask(s.mask, num_classes=num_labels)
@@ -133,7 +133,7 @@ def download_voc2012(root: str | os.PathLike, split: str = "val") -> Path:
 
     An existing ``VOCdevkit`` under ``root`` is used as it is.
     """
-    from torchvision.datasets import VOCSegmentation
+    from torchvision.datasets import VOCSegmentation  # torchvision's data sets: for this download only
 
     root = Path(root)
     voc = root / "VOCdevkit" / "VOC2012"
@@ -209,14 +209,12 @@ def _image_labels(voc: Path, sbd: Path | None, image_id: str) -> tuple[set[str],
     if xml.is_file():
         return image_labels_from_xml(xml), "xml"
     if sbd is not None and (sbd / "cls" / f"{image_id}.mat").is_file():
-        from scipy.io import loadmat
+        from scipy.io import loadmat  # scipy.io: only SBD's .mat masks need it
 
         seg = loadmat(sbd / "cls" / f"{image_id}.mat")["GTcls"][0]["Segmentation"][0]
         return image_labels_from_mask(np.asarray(seg)), "sbd_mask"
     png = voc / "SegmentationClass" / f"{image_id}.png"
     if png.is_file():
-        from PIL import Image
-
         return image_labels_from_mask(np.asarray(Image.open(png))), "voc_mask"
     return set(), "none"
 
@@ -238,7 +236,7 @@ def locate_voc(root: str | os.PathLike, download: bool = True, use_sbd: bool = T
         if not download:
             return voc, None
         try:
-            from torchvision.datasets import SBDataset
+            from torchvision.datasets import SBDataset  # torchvision's data sets: for this download only
 
             SBDataset(str(sbd), image_set="train_noval", mode="segmentation", download=True)
         except Exception as err:
@@ -250,10 +248,6 @@ def locate_voc(root: str | os.PathLike, download: bool = True, use_sbd: bool = T
 def write_pascal_single(root: str | os.PathLike, classes: list[str], out_csv: str | os.PathLike,
                         use_sbd: bool = True) -> None:
     """Write the PascalSingle index (id, class, path, labels_from) for the configured classes."""
-    import logging
-
-    from rlseg.io import write_csv
-
     voc, sbd = locate_voc(root, use_sbd=use_sbd)
     rows = [r for r in pascal_single(voc, sbd) if r["class"] in classes]
     write_csv(out_csv, rows, ["id", "class", "path", "labels_from"])

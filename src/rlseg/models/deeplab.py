@@ -26,6 +26,7 @@ class MultiClassNet(nn.Module):
             self.normalise = Normalise(IMAGENET_MEAN, IMAGENET_STD)
             self.net = _torchvision_deeplab(num_classes, pretrained)
         else:
+            # smp, timm and huggingface: only the networks built from smp pay their import
             import segmentation_models_pytorch as smp
 
             self.normalise = Normalise(*encoder_stats(encoder))
@@ -54,6 +55,7 @@ class MultiClassNet(nn.Module):
 
 def _torchvision_deeplab(num_classes: int, pretrained: bool) -> nn.Module:
     """torchvision's DeepLabV3-ResNet101 with an ImageNet backbone only (never VOC/COCO mask weights)."""
+    # torchvision's model zoo: only the paper's network pays its import
     from torchvision.models import ResNet101_Weights
     from torchvision.models.segmentation import deeplabv3_resnet101
 

