@@ -38,7 +38,7 @@ import yaml
 from rlseg.baselines import colour_baseline_miou
 from rlseg.eval_steps import predict_eval_set
 from rlseg.evaluate import confusion, pseudo_label_jaccard, read_per_class_iou, scores
-from rlseg.ingest import read_manifest
+from rlseg.io import read_csv
 from rlseg.voc import class_ids, label_count
 
 REPO = Path(__file__).resolve().parents[1]
@@ -133,7 +133,7 @@ def multi_scale_miou(results: Path, classes: list[str]) -> tuple[float, dict[str
     out = results / "predictions" / "pseudo_gt_multi_scale_flip"
     predict_eval_set(str(results / "multiclass" / "pseudo_gt" / "model.pt"), str(results / "eval" / "index.csv"),
                      str(out / "pairs.csv"), out, device="cpu", scales=MULTI_SCALE, flip=True)
-    matrix = confusion([(r["mask"], r["prediction"]) for r in read_manifest(out / "pairs.csv")],
+    matrix = confusion([(r["mask"], r["prediction"]) for r in read_csv(out / "pairs.csv")],
                        [ids[c] for c in classes], label_count(classes))
     miou, per_class = scores(matrix, classes, [ids[c] for c in classes])
     return round(miou, 2), {r["class"]: r["iou"] for r in per_class}
@@ -194,8 +194,8 @@ def main() -> None:
     rows += seed_means(rows)
     main_results = work / "main" / "results"
     if (main_results / "ground_truth" / "pairs.csv").is_file():
-        train = [(r["image"], r["label"]) for r in read_manifest(main_results / "ground_truth" / "pairs.csv")]
-        evals = [(r["image"], r["mask"]) for r in read_manifest(main_results / "eval" / "index.csv")]
+        train = [(r["image"], r["label"]) for r in read_csv(main_results / "ground_truth" / "pairs.csv")]
+        evals = [(r["image"], r["mask"]) for r in read_csv(main_results / "eval" / "index.csv")]
         ids = list(class_ids(classes).values())
         rows.append(emit("colour_classifier_miou", value=round(colour_baseline_miou(train, evals, ids), 2)))
     for f in sorted(args.single_class.glob("*.json")):

@@ -23,7 +23,7 @@ import yaml
 
 from rlseg.baselines import colour_baseline_miou
 from rlseg.evaluate import read_per_class_iou
-from rlseg.ingest import read_manifest
+from rlseg.io import read_csv
 
 REPO = Path(__file__).resolve().parents[1]
 REFERENCE_MIOU = 76.18  # issue 14's baseline of this world
@@ -56,8 +56,8 @@ def main() -> None:
     miou = float((r / "voc_miou.txt").read_text())
     upper = float((r / "upper_bound_miou.txt").read_text())
     miou0 = float((r0 / "voc_miou.txt").read_text())
-    train = [(default_dir / x["image"], default_dir / x["label"]) for x in read_manifest(r / "ground_truth/pairs.csv")]
-    evals = [(default_dir / x["image"], default_dir / x["mask"]) for x in read_manifest(r / "eval/index.csv")]
+    train = [(default_dir / x["image"], default_dir / x["label"]) for x in read_csv(r / "ground_truth/pairs.csv")]
+    evals = [(default_dir / x["image"], default_dir / x["mask"]) for x in read_csv(r / "eval/index.csv")]
     classes = yaml.safe_load((REPO / "config.yaml").read_text())["classes"]
     colour = colour_baseline_miou(train, evals, list(range(1, len(classes) + 1)))
     pc, ub = read_per_class_iou(r / "voc_per_class_iou.csv"), read_per_class_iou(r / "upper_bound_per_class_iou.csv")

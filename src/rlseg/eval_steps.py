@@ -10,8 +10,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from rlseg.imageio import load_image
-from rlseg.ingest import read_manifest, used_paths
-from rlseg.io import child_path, save_png, write_csv
+from rlseg.ingest import used_paths
+from rlseg.io import child_path, read_csv, save_png, write_csv
 from rlseg.sources import get_source
 from rlseg.voc import check_samples, download_voc2012, eval_voc_root, label_count, read_voc_dir, voc_palette
 
@@ -49,7 +49,7 @@ def predict_eval_set(model_path: str, index: str, pairs_out: str, outdir: str | 
     model = load_model(model_path, dev)
     pal = voc_palette()
     rows = []
-    for r in tqdm(read_manifest(index), desc="predict", mininterval=5):
+    for r in tqdm(read_csv(index), desc="predict", mininterval=5):
         pred = segment(model, [load_image(r["image"], min_side=1)], dev, scales=scales, flip=flip)[0]
         out = child_path(outdir, r["id"], ".png")
         save_png(out, pred, palette=pal)

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import csv
 import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from rlseg.imageio import BadImageError, load_mask
-from rlseg.ingest import read_manifest
-from rlseg.io import write_csv, write_text
+from rlseg.io import read_csv, write_csv, write_text
 from rlseg.metrics import ConfusionMatrix, iou_per_class
 
 __all__ = [
@@ -99,10 +98,8 @@ def write_confusion(path: str | os.PathLike, matrix: np.ndarray, class_names: Se
 
 def read_confusion(path: str | os.PathLike) -> tuple[list[str], np.ndarray]:
     """(class names, matrix) from a CSV that :func:`write_confusion` wrote."""
-    with open(path, newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    names = [r["truth"] for r in rows]
-    return names, np.array([[int(r[n]) for n in names] for r in rows], dtype=np.int64)
+    table = pd.read_csv(path, index_col="truth")
+    return list(table.index), table.loc[:, list(table.index)].to_numpy(dtype=np.int64)
 
 
 def write_scores(
@@ -115,8 +112,8 @@ def write_scores(
 
 def read_per_class_iou(per_class_path: str | os.PathLike) -> dict[str, float]:
     """{class: IoU in percent} from a per-class CSV that :func:`write_scores` wrote."""
-    with open(per_class_path, newline="") as fh:
-        return {r["class"]: float(r["iou"]) for r in csv.DictReader(fh)}
+    table = pd.read_csv(per_class_path, dtype={"class": str})
+    return dict(zip(table["class"], table["iou"].astype(float), strict=True))
 
 
 def label_jaccard(
@@ -150,6 +147,6 @@ def pseudo_label_jaccard(results: str | os.PathLike, masks: str | os.PathLike, c
     """
     results, masks = Path(results), Path(masks)
     triples = [(results.parent / r["label"], masks / f"{Path(r['image']).stem}.png", ids[c])
-               for c in classes for r in read_manifest(results / "pseudo_gt" / c / "pairs.csv")]
+               for c in classes for r in read_csv(results / "pseudo_gt" / c / "pairs.csv")]
     by_id = label_jaccard(triples)
     return {c: round(by_id[ids[c]], 4) for c in classes}

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from rlseg.imageio import load_image, load_mask
 from rlseg.inference import load_model, segment
-from rlseg.ingest import read_manifest, read_pairs
+from rlseg.ingest import read_pairs
+from rlseg.io import read_csv
 from rlseg.report import GalleryRow
 from rlseg.runtime import resolve_device
 
@@ -36,14 +37,14 @@ def class_gallery_rows(
     single, multi = load_model(class_model, dev), load_model(multiclass_model, dev)
     truth_of = dict(read_pairs([str(truth_pairs)])) if truth_pairs else {}
     rows = []
-    for r in sorted(read_manifest(pseudo_pairs), key=lambda r: r["image"])[:n]:
+    for r in sorted(read_csv(pseudo_pairs), key=lambda r: r["image"])[:n]:
         im = load_image(r["image"], min_side=1)
         truth = truth_of.get(r["image"])
         rows.append(GalleryRow(f"train {Path(r['image']).stem}", im,
                                load_mask(r["label"], size=im.size, num_classes=256), segment(multi, [im], dev)[0],
                                load_mask(truth, size=im.size, num_classes=256) if truth else None))
-    predicted = {r["id"]: r["prediction"] for r in read_manifest(predictions)}
-    for r in read_manifest(eval_index):
+    predicted = {r["id"]: r["prediction"] for r in read_csv(predictions)}
+    for r in read_csv(eval_index):
         if len(rows) >= 2 * n:
             break
         truth = load_mask(r["mask"], num_classes=256)

@@ -7,7 +7,6 @@ wildcards, so the whole workflow plans before any image exists.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import logging
 import os
@@ -18,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from rlseg.imageio import IMAGE_SUFFIXES, MAX_PIXELS, MIN_SIDE, BadImageError, file_problem, load_image, regular_file
-from rlseg.io import within, write_csv
+from rlseg.io import read_csv, within, write_csv
 
 log = logging.getLogger(__name__)
 
@@ -188,13 +187,13 @@ def write_manifest(path: str | os.PathLike, rows: list[dict], columns: Sequence[
 
 
 def read_manifest(path: str | os.PathLike) -> list[dict]:
-    with open(path, newline="") as fh:
-        return list(csv.DictReader(fh))
+    """A manifest's (or any of the workflow's CSV tables') rows, every cell a string."""
+    return read_csv(path)
 
 
 def read_pairs(pair_files: Sequence[str | os.PathLike]) -> list[tuple[str, str]]:
     """The (image, label) pairs that ``pairs.csv`` files list (pseudo labels, true masks), in order."""
-    return [(r["image"], r["label"]) for f in pair_files for r in read_manifest(f)]
+    return [(r["image"], r["label"]) for f in pair_files for r in read_csv(f)]
 
 
 def used_paths(path: str | os.PathLike) -> list[str]:

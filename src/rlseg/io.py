@@ -7,7 +7,6 @@ previous version of an output stays intact until the new one is complete.
 from __future__ import annotations
 
 import contextlib
-import csv
 import json
 import os
 import re
@@ -17,10 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from PIL import Image
 
-__all__ = ["CheckpointMismatch", "InputError", "UnsafeNameError", "atomic_path", "child_path", "plain_name", "save_png",
-           "save_torch", "unique_stems", "within", "write_csv", "write_json", "write_text"]
+__all__ = ["CheckpointMismatch", "InputError", "UnsafeNameError", "atomic_path", "child_path", "plain_name", "read_csv",
+           "save_png", "save_torch", "unique_stems", "within", "write_csv", "write_json", "write_text"]
 
 
 class InputError(ValueError):
@@ -142,13 +142,26 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 
 
 def write_csv(path: str | os.PathLike, rows: Sequence[dict[str, Any]], fieldnames: Sequence[str] | None = None) -> None:
-    """Write dict rows as CSV atomically (columns: ``fieldnames`` or the union of the rows' keys in order)."""
+    """Write dict rows as CSV atomically (columns: ``fieldnames`` or the union of the rows' keys in order; a key a
+    row lacks is an empty cell, a key not among the columns is left out)."""
     if fieldnames is None:
         fieldnames = list(dict.fromkeys(k for r in rows for k in r))
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(fieldnames), extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
+    # object columns, a missing key or None an empty cell: every value is written as str() gives it (an int
+    # stays "3" beside an empty cell, a NaN stays "nan"), as the csv module writes them
+    table = pd.DataFrame([{c: "" if r.get(c) is None else r[c] for c in fieldnames} for r in rows],
+                         columns=list(fieldnames), dtype=object)
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, index=False, lineterminator="\r\n", na_rep="nan")
+
+
+def read_csv(path: str | os.PathLike) -> list[dict[str, str]]:
+    """The rows of a CSV file with a header, every cell a string ("" where empty); a file without even a header
+    has none."""
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except pd.errors.EmptyDataError:
+        return []
+    return table.to_dict("records")
 
 
 def save_png(path: str | os.PathLike, array: np.ndarray, palette: Sequence[int] | None = None) -> None:

@@ -17,8 +17,7 @@ from PIL import Image
 
 from rlseg.evaluate import read_confusion, read_per_class_iou
 from rlseg.imageio import overlay, voc_palette_array
-from rlseg.ingest import read_manifest
-from rlseg.io import atomic_path
+from rlseg.io import atomic_path, read_csv
 
 __all__ = [
     "GalleryRow",
@@ -90,7 +89,7 @@ def training_curves(history: str | os.PathLike, out: str | os.PathLike, title: s
     """Each loss term, sigma and (where true masks were monitored) F-measure and Jaccard over the epochs of one
     single-class training, each stage's start marked. Returns the stages in order, as ``stage@resolution``."""
     plt = _pyplot()
-    rows = read_manifest(history)
+    rows = read_csv(history)
     if not rows:
         raise ValueError(f"{history}: no epochs recorded")
     x = np.arange(1, len(rows) + 1)
@@ -174,7 +173,7 @@ def manifest_summary(manifests: Mapping[str, str | os.PathLike], out: str | os.P
     plt = _pyplot()
     counts = {}
     for cls, path in manifests.items():
-        rows = read_manifest(path)
+        rows = read_csv(path)
         counts[cls] = Counter("used" if r["status"] == "used" else skip_kind(r.get("reason") or "") for r in rows)
     kinds = ["used", *sorted({k for c in counts.values() for k in c} - {"used"})]
     names = list(counts)
@@ -247,7 +246,7 @@ def loss_accuracy_scatter(study_csv: str | os.PathLike, out: str | os.PathLike) 
     F-measure, sparse-CRF left and dense-CRF right, the ground truth's own loss as a star; Pearson r per set in
     the legend (its Table 1). Returns {loss: {set: r}}."""
     plt = _pyplot()
-    rows = read_manifest(study_csv)
+    rows = read_csv(study_csv)
     sets = list(dict.fromkeys(r["set"] for r in rows))
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), sharey=True)
     table: dict[str, dict[str, float]] = {}

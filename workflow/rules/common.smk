@@ -14,6 +14,7 @@ SRC = get_source(SOURCE)
 EVAL = config["eval"]["source"]
 SYNTHETIC = SOURCE == "synthetic" or EVAL == "synthetic"
 TRUE_MASKS = SRC.true_mask is not None
+PACKAGED_STEM = packaged_file(config["single_class"]["encoder"], ".").stem
 
 
 UPPER_BOUND = config["upper_bound"] and TRUE_MASKS

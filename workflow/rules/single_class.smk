@@ -93,7 +93,7 @@ rule packaged_start:
         model=f"{R}/base_model/model_final.pt",
         history=f"{R}/base_model/history.csv",
     output:
-        multiext(f"{R}/packaged_start/" + packaged_file(config["single_class"]["encoder"], ".").stem, ".pt", ".json"),
+        multiext(f"{R}/packaged_start/{PACKAGED_STEM}", ".pt", ".json"),
     params:
         single_class=config["single_class"],
     log:
