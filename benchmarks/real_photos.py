@@ -16,7 +16,10 @@ One JSON line per figure, then a summary table and the acceptance checks of the 
 
     python benchmarks/real_photos.py [--data ../shared/data/msrc_v2] [--work results/benchmarks/real_photos]
         [--preset configs/photos.yaml] [--config configs/msrc.yaml] [--cores 2] [--seeds 0 1 2]
-        [--only main lambda_reg_0 folders]
+        [--single-class-seeds 0 1] [--only main lambda_reg_0 folders]
+
+``--single-class-seeds``: the main run's pseudo labels again with other single-class seeds (a run to the pseudo
+labels each), their Jaccard reported per seed and as mean and spread.
 
 Finished workflow runs are reused (Snakemake reruns nothing that is up to date).
 """
@@ -54,15 +57,17 @@ def emit(figure: str, **values) -> dict:
 SCORES = ("results/voc_miou.txt", "results/upper_bound_miou.txt")
 
 
-def run_workflow(workdir: Path, configs: list[Path], override: dict, cores: int) -> float:
-    """Run the workflow in ``workdir`` with ``config.yaml``, ``configs`` and ``override``; returns the wall time."""
+def run_workflow(workdir: Path, configs: list[Path], override: dict, cores: int,
+                 targets: tuple[str, ...] = SCORES) -> float:
+    """Run the workflow to ``targets`` in ``workdir`` with ``config.yaml``, ``configs`` and ``override``; returns
+    the wall time."""
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "override.yaml").write_text(yaml.safe_dump(override))
     t0 = time.time()
     with open(workdir / "snakemake.log", "w") as log:  # Snakemake's own output; this script prints figures only
         # the scores only: the report's figures (rule all) are drawing, not the run the wall time is about
         proc = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory",
-                               str(workdir), "--cores", str(cores), *SCORES, "--configfile", str(REPO / "config.yaml"),
+                               str(workdir), "--cores", str(cores), *targets, "--configfile", str(REPO / "config.yaml"),
                                *map(str, configs), str(workdir / "override.yaml")],
                               stdout=log, stderr=subprocess.STDOUT)
     if proc.returncode:
@@ -148,6 +153,8 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="multi-class seeds of the main run")
     ap.add_argument("--single-class", type=Path, default=Path("results/benchmarks/single_class"),
                     help="folder of benchmarks/single_class.py's cached results")
+    ap.add_argument("--single-class-seeds", type=int, nargs="+", default=[0],
+                    help="single-class seeds of the main run's pseudo labels; the first is the main run's")
     ap.add_argument("--cores", type=int, default=2)
     ap.add_argument("--only", nargs="+", choices=RUNS, default=list(RUNS))
     args = ap.parse_args()
@@ -171,9 +178,19 @@ def main() -> None:
     for name in args.only:
         wall = run_workflow(work / name, [args.preset, args.config], overrides[name], args.cores)
         results = work / name / "results"
-        jac = pseudo_label_jaccard(results, masks, classes, class_ids(classes))
-        rows.append(emit(f"{name}_pseudo_label_jaccard", value=round(float(np.mean(list(jac.values()))), 4),
-                         per_class=jac))
+        sc_seeds = args.single_class_seeds if name == "main" else args.single_class_seeds[:1]
+        for sc_seed in sc_seeds:
+            sc_results = results
+            if sc_seed != sc_seeds[0]:
+                sc_results = work / f"{name}_single_class_seed{sc_seed}" / "results"
+                run_workflow(sc_results.parent, [args.preset, args.config],
+                             {**overrides[name], "single_class": {**overrides[name].get("single_class", {}),
+                                                                  "seed": sc_seed}},
+                             args.cores, tuple(f"results/pseudo_gt/{c}/pairs.csv" for c in classes))
+            jac = pseudo_label_jaccard(sc_results, masks, classes, class_ids(classes))
+            seed_key = {"seed": sc_seed} if len(sc_seeds) > 1 else {}
+            rows.append(emit(f"{name}_pseudo_label_jaccard", value=round(float(np.mean(list(jac.values()))), 4),
+                             per_class=jac, **seed_key))
         rows.append(emit(f"{name}_wall_s", value=round(wall, 1), per_stage=stage_seconds(results)))
         seeds = args.seeds if name == "main" else args.seeds[:1]
         for seed in seeds:
@@ -212,7 +229,7 @@ def summary(rows: list[dict]) -> None:
         if isinstance(r.get("value"), (int, float)):
             print(f"| {r['figure']} | {r['value']} |")
     v = {k: r["value"] for k, r in got.items()}
-    for key in ("main_miou", "upper_bound_miou"):  # the checks read the mean over seeds where there is one
+    for key in ("main_miou", "upper_bound_miou", "main_pseudo_label_jaccard"):  # the checks read the mean over seeds where there is one
         v[key] = v.get(f"{key}_mean", v.get(key))
     v = {k: x for k, x in v.items() if x is not None}
     checks = {}
