@@ -229,7 +229,8 @@ def summary(rows: list[dict]) -> None:
         if isinstance(r.get("value"), (int, float)):
             print(f"| {r['figure']} | {r['value']} |")
     v = {k: r["value"] for k, r in got.items()}
-    for key in ("main_miou", "upper_bound_miou", "main_pseudo_label_jaccard"):  # the checks read the mean over seeds where there is one
+    # the checks read the mean over seeds where there is one
+    for key in ("main_miou", "upper_bound_miou", "main_pseudo_label_jaccard"):
         v[key] = v.get(f"{key}_mean", v.get(key))
     v = {k: x for k, x in v.items() if x is not None}
     checks = {}

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
+import shutil
 import subprocess
 import sys
 import time
@@ -41,13 +41,13 @@ def photos(data: Path, n: int) -> list[Path]:
 
 
 def class_folders(files: list[Path], root: Path) -> Path:
-    """``files`` dealt in turn into the 20 class folders, as links."""
+    """``files`` dealt in turn into the 20 class folders, as copies (the ingest skips links leaving the folder)."""
     for i, f in enumerate(files):
         folder = root / VOC_CLASSES[i % len(VOC_CLASSES)]
         folder.mkdir(parents=True, exist_ok=True)
         link = folder / f"{f.parent.parent.name}_{f.name}"
         if not link.exists():
-            os.symlink(f.resolve(), link)
+            shutil.copyfile(f, link)
     return root
 
 

@@ -502,3 +502,20 @@ def test_photo_source_with_the_synthetic_recipe_warns(tmp_path, monkeypatch):
                                             overrides=folder)) is None
     assert preset["single_class"]["init"] == "base"
     assert photo_recipe_warning(load_config(REPO / "config.yaml")) is None  # the synthetic world's own recipe
+
+
+def test_a_workflow_job_stopped_by_the_users_data_says_one_line_not_a_traceback(tmp_path):
+    from snakemake_helpers import snakemake
+
+    _images(tmp_path / "data" / "disc", ["a.jpg", "b.jpg"])
+    (tmp_path / "data.yaml").write_text(yaml.safe_dump({
+        "classes": ["disc"], "images": {"source": "folder", "root": str(tmp_path / "data")},
+        "eval": {"source": "synthetic"}}))
+    proc = snakemake(tmp_path / "run", "results/images/disc/manifest.csv",
+                     configs=(REPO / "config.yaml", tmp_path / "data.yaml"), check=False)
+    log = (tmp_path / "run" / "results" / "logs" / "manifests.log").read_text()
+    assert proc.returncode != 0
+    assert "class 'disc': 2 usable of 2" in log and "min_images" in log, log
+    assert "Traceback" not in log and "Traceback" not in proc.stdout + proc.stderr, proc.stderr[-3000:]
+    # what was done before the failing job stays: the class's checked candidates
+    assert (tmp_path / "run" / "results" / "images" / "disc" / "candidates.csv").is_file()

@@ -22,18 +22,12 @@ import yaml
 
 from rlseg.cli_predict import cmd_predict
 from rlseg.cli_train import IMAGE_CHECKS, cmd_train
-from rlseg.imageio import BadImageError
-from rlseg.io import CheckpointMismatch, InputError, UnsafeNameError
-from rlseg.settings import ConfigError, schema
+from rlseg.pipeline import USER_ERRORS
+from rlseg.settings import schema
 
 log = logging.getLogger("rlseg")
 
 __all__ = ["main"]
-
-
-# what a user's mistake raises: a one-line message and exit status 2, never a traceback
-USER_ERRORS = (ConfigError, InputError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError,
-               CheckpointMismatch, BadImageError, UnsafeNameError)
 
 
 def _at_least(low: int, high: int | None = None, multiple: int = 1):

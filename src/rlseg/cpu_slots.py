@@ -52,7 +52,7 @@ def _try_take(folder: Path, n: int, total: int) -> list[int]:
 
 
 def hold_cpu_slots(n: int, folder: str | os.PathLike | None = None, total: int | None = None,
-                   poll: float = 0.5) -> int:
+                   poll: float = 0.25) -> int:
     """Take ``n`` of the machine's ``total`` slots (at most ``total``; default: :func:`machine_cpus`), waiting
     until that many are free; they are held until :func:`release_cpu_slots` or the process's end. Returns the
     number taken."""

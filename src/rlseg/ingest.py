@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from rlseg.imageio import IMAGE_SUFFIXES, MAX_PIXELS, MIN_SIDE, BadImageError, file_problem, load_image, regular_file
-from rlseg.io import read_csv, within, write_csv
+from rlseg.io import InputError, read_csv, within, write_csv
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ __all__ = [
 ]
 
 
-class TooFewImagesError(RuntimeError):
+class TooFewImagesError(InputError):
     """A class ended with fewer usable images than ``min_images``."""
 
 

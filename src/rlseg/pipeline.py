@@ -14,7 +14,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from rlseg.cpu_slots import hold_cpu_slots, machine_cpus
-from rlseg.imageio import load_image
+from rlseg.imageio import BadImageError, load_image
 from rlseg.ingest import (
     check_files,
     finalize_manifests,
@@ -26,7 +26,17 @@ from rlseg.ingest import (
     used_paths,
     write_manifest,
 )
-from rlseg.io import atomic_path, child_path, save_png, unique_stems, write_csv
+from rlseg.io import (
+    CheckpointMismatch,
+    InputError,
+    UnsafeNameError,
+    atomic_path,
+    child_path,
+    save_png,
+    unique_stems,
+    write_csv,
+)
+from rlseg.settings import ConfigError
 from rlseg.sources import get_source
 from rlseg.voc import voc_palette
 
@@ -35,7 +45,12 @@ from rlseg.voc import voc_palette
 
 log = logging.getLogger("rlseg")
 
+# what a user's mistake raises (a setting, a file, an image, a folder): one line naming it, never a traceback
+USER_ERRORS = (ConfigError, InputError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError,
+               CheckpointMismatch, BadImageError, UnsafeNameError)
+
 __all__ = [
+    "USER_ERRORS",
     "ingest_class",
     "logged",
     "make_pseudo_gt",
@@ -58,6 +73,10 @@ def logged(log_path: str | os.PathLike | None, what: str):
     log.info("%s: started%s", what, f" (SLURM job {job})" if job else "")
     try:
         yield log
+    except USER_ERRORS as err:
+        # the message names the file and the problem; the job fails (status 1) and what is done stays
+        log.error("%s: failed: %s", what, err)
+        raise SystemExit(1) from None
     except Exception as err:
         log.error("%s: failed: %s", what, err)
         raise
