@@ -62,7 +62,7 @@ def normalise_colours(image: torch.Tensor) -> torch.Tensor:
 
 
 # the exponent of Eq. 2 is floored here: exp() of a float32 below about -87 has no normal result, and the CPU's
-# vectorised exp takes a slow path there (10x for a whole map); a weight of e^-87 ~ 1.6e-38 is zero to the loss
+# vectorised exp takes a much slower path there (docs/performance.md); a weight of e^-87 ~ 1.6e-38 is zero to the loss
 _MIN_EXPONENT = -87.0
 
 # neighbour directions: (row offset, column offset, factor) with q = p + offset

@@ -41,7 +41,7 @@ from rlseg.sources import get_source
 from rlseg.voc import voc_palette
 
 # torch and the training code are imported by the steps that use them: the seconds-long jobs (ingest, manifests,
-# evaluation, figures) then start without torch's import, about 2.5 s of each
+# evaluation, figures) then start without torch's import, which would be most of their time
 
 log = logging.getLogger("rlseg")
 

@@ -120,8 +120,9 @@ _SUBPIXEL_TAPS, _SUBPIXEL_ROWS = _head_taps()
 
 def _bmm(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """``weight @ x[i]`` for each ``i``: ``torch.matmul`` folds the batch into one matmul through transposed copies
-    of ``x`` and of the result, several times the matmul's own time here."""
-    return torch.bmm(weight.contiguous().expand(x.shape[0], -1, -1), x)  # a transposed weight: 4x slower
+    of ``x`` and of the result, which cost more than the matmul itself (docs/performance.md)."""
+    # the weight as stored: a transposed one is much slower
+    return torch.bmm(weight.contiguous().expand(x.shape[0], -1, -1), x)
 
 
 def _shift_rows(y: torch.Tensor, out: torch.Tensor, k: int) -> None:
