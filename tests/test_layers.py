@@ -14,7 +14,7 @@ LAYERS = [
     ["settings"],
     ["io", "imageio", "metrics", "runtime", "checkpoint", "cpu_slots"],
     ["voc", "ingest", "architectures", "synthetic", "crawl", "crf"],
-    ["models", "models.encoders", "models.lite0", "models.light_decoder", "models.cpu_kernels", "models.unet",
+    ["models", "models.encoders", "models.lite", "models.light_decoder", "models.cpu_kernels", "models.unet",
      "models.deeplab", "losses", "regularized_loss"],
     ["data", "multiclass_data", "baselines", "evaluate"],
     ["schedule", "feature_cache", "multiclass", "inference", "packaged"],

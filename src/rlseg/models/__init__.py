@@ -12,7 +12,7 @@ from rlseg.models.cpu_kernels import CpuLightUnetDecoder, ShiftSumConv2d
 from rlseg.models.deeplab import MultiClassNet, build_multiclass
 from rlseg.models.encoders import encoder_stats
 from rlseg.models.light_decoder import LightUnetDecoder
-from rlseg.models.lite0 import load_lite0_imagenet
+from rlseg.models.lite import load_lite_imagenet
 from rlseg.models.unet import LIGHT_DECODER_CONVS, SingleClassUNet, build_unet
 from rlseg.runtime import EncoderWeightsUnavailable
 
@@ -29,5 +29,5 @@ __all__ = [
     "build_multiclass",
     "build_unet",
     "encoder_stats",
-    "load_lite0_imagenet",
+    "load_lite_imagenet",
 ]

