@@ -110,7 +110,9 @@ def seed_means(rows: list[dict]) -> list[dict]:
     for r in rows:
         if "seed" in r:
             by.setdefault(r["figure"], []).append(r["value"])
-    return [emit(f"{k}_mean", value=round(float(np.mean(v)), 2), spread=round(float(np.ptp(v)), 2), seeds=len(v),
+    # Jaccards are fractions (4 decimals), mIoUs percentages (2)
+    return [emit(f"{k}_mean", value=round(float(np.mean(v)), 4 if "jaccard" in k else 2),
+                 spread=round(float(np.ptp(v)), 4 if "jaccard" in k else 2), seeds=len(v),
                  values=v) for k, v in by.items() if len(v) > 1]
 
 

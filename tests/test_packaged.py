@@ -139,9 +139,8 @@ def test_config_check_names_a_base_model_that_cannot_start(base, sc, match):
         load_config(REPO / "config.yaml", overrides={"single_class": {"init": "base", **sc}, "base_model": base})
 
 
-def test_photo_preset_with_the_packaged_start_passes_the_config_check():
+def test_the_photo_preset_starts_from_the_packaged_start_and_passes_the_config_check():
     from rlseg.config import load_config
 
-    cfg = load_config(REPO / "config.yaml", REPO / "configs" / "photos.yaml",
-                      overrides={"base_model": {"source": "packaged"}})
-    assert cfg["base_model"]["source"] == "packaged"
+    cfg = load_config(REPO / "config.yaml", REPO / "configs" / "photos.yaml")
+    assert cfg["base_model"]["source"] == "packaged" and cfg["single_class"]["init"] == "base"
