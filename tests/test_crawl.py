@@ -97,6 +97,7 @@ def server():
     httpd.server_close()
 
 
+@pytest.mark.slow
 def test_downloader_checks_every_file(server, tmp_path):
     urls = [server + p for p in ROUTES]
     folder = tmp_path / "web" / "horse"
@@ -143,6 +144,7 @@ def test_offline_crawl_fails_fast_with_the_network_message(engine, tmp_path, mon
     assert time.time() - t0 < 5
 
 
+@pytest.mark.slow
 def test_size_cap_and_deadline_refuse_large_and_trickling_responses(server, tmp_path):
     folder = tmp_path / "web" / "horse"
     t0 = time.time()
@@ -157,6 +159,7 @@ def test_size_cap_and_deadline_refuse_large_and_trickling_responses(server, tmp_
     assert sorted(p.name for p in folder.iterdir()) == [Path(by["/good.jpg"]["path"]).name]
 
 
+@pytest.mark.slow
 def test_a_half_written_file_from_an_interrupted_crawl_is_written_again(server, tmp_path):
     import hashlib
 

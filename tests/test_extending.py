@@ -30,6 +30,7 @@ def test_every_term_is_weighed_by_a_setting():
     assert len({t.name for t in TERMS}) == len(TERMS)
 
 
+@pytest.mark.slow
 def test_recipe_a_loss_term(monkeypatch, tmp_path):
     """docs/extending.md, "A loss term": one entry in TERMS reaches the loss, history.csv and the figure."""
 
@@ -69,6 +70,7 @@ def test_recipe_a_stage(monkeypatch, tmp_path):
     assert [r["stage"] for r in out["history"]] == ["anneal", "normal", "polish", "polish"]
 
 
+@pytest.mark.slow
 def test_recipe_an_encoder(monkeypatch):
     """docs/extending.md, "An encoder": an smp encoder's name in the schema's single_class.encoder enum is all the
     U-Net needs (its ImageNet weights download on first use; here it is built without them)."""

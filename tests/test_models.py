@@ -280,6 +280,7 @@ def test_the_library_takes_its_choices_from_the_schema(key, value):
         build_unet({key: value}, pretrained=False)
 
 
+@pytest.mark.slow
 def test_a_new_encoder_is_one_name_in_the_schema(tmp_path):
     """Any smp encoder builds: adding one to the U-Net is its name in the schema's enum, in no other file."""
     pkg = tmp_path / "pkg"
@@ -348,6 +349,7 @@ def test_the_other_packaged_encoders_build_a_unet_and_say_what_is_missing(encode
     lambda: SingleClassUNet("mobilenet_v2"),
     lambda: build_multiclass({"arch": "deeplabv3_resnet101", "num_classes": 21}),
 ])
+@pytest.mark.slow
 def test_other_encoders_fail_offline_with_a_clear_message(build, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     cache = os.path.expanduser("~/.cache")

@@ -220,6 +220,7 @@ def test_shared_images_kept_under_both_classes_are_never_their_negatives(tmp_pat
     assert negative_paths(tmp_path / "cat.csv", [tmp_path / "dog.csv"], near_duplicate_bits=-1) == ["b1.jpg", "b2.jpg"]
 
 
+@pytest.mark.slow
 def test_a_job_sets_its_openmp_threads_to_sleep_while_waiting():
     """Whatever the user's environment says: jobs share cores, and a spinning thread takes one from another job."""
     code = ("import os; from rlseg.pipeline import setup_job; setup_job(1); import torch; "

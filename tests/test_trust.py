@@ -211,6 +211,7 @@ def test_special_files_are_skipped_with_their_reason(tmp_path):
             load_image("/dev/zero")
 
 
+@pytest.mark.slow
 def test_rlseg_train_and_predict_do_not_hang_on_special_files(tmp_path):
     folder = _special_folder(tmp_path / "cls")
     (folder / "good.jpg").unlink()
@@ -400,6 +401,7 @@ def test_train_takes_the_photo_preset_as_its_config(tmp_path):
     assert settings["resolutions"] == [128, 256] and "multiclass" not in settings
 
 
+@pytest.mark.slow
 def test_train_refuses_an_empty_or_all_bad_folder_naming_it(tmp_path):
     (tmp_path / "empty").mkdir()
     proc = _rlseg("train", str(tmp_path / "empty"), "--out", str(tmp_path / "m.pt"))
@@ -504,6 +506,7 @@ def test_photo_source_with_the_synthetic_recipe_warns(tmp_path, monkeypatch):
     assert photo_recipe_warning(load_config(REPO / "config.yaml")) is None  # the synthetic world's own recipe
 
 
+@pytest.mark.slow
 def test_a_workflow_job_stopped_by_the_users_data_says_one_line_not_a_traceback(tmp_path):
     from snakemake_helpers import snakemake
 
