@@ -320,10 +320,11 @@ def test_offline_encoder_loads_packaged_weights():
 @pytest.mark.slow
 @pytest.mark.parametrize("encoder", sorted(LITE_ENCODERS))
 def test_packaged_encoders_recognise_horses(horse_dir: Path, encoder: str):
-    """ImageNet head on each package's weights: "sorrel" (339) in the top 5 for >= 80 % of the horses."""
+    """ImageNet head on each package's weights: "sorrel" (339) in the top 5 for >= 80 % of the horses (every other
+    one of the 328: the suite's time)."""
     pytest.importorskip(LITE_ENCODERS[encoder].replace("-", "_"))
     model = load_lite_imagenet(lite_model(encoder, None), encoder).eval()
-    files = sorted((horse_dir / "images").glob("*.jpg"))
+    files = sorted((horse_dir / "images").glob("*.jpg"))[::2]
     hits = 0
     for i in range(0, len(files), 32):
         batch = [np.asarray(Image.open(f).convert("RGB").resize((224, 224), Image.BILINEAR)) for f in files[i:i + 32]]
