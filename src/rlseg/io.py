@@ -19,8 +19,9 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-__all__ = ["CheckpointMismatch", "InputError", "UnsafeNameError", "atomic_path", "child_path", "plain_name", "read_csv",
-           "save_png", "save_torch", "unique_stems", "within", "write_csv", "write_json", "write_text"]
+__all__ = ["CheckpointMismatch", "EncoderWeightsUnavailable", "InputError", "NetworkUnavailable", "UnsafeNameError",
+           "atomic_path", "child_path", "plain_name", "read_csv", "save_png", "save_torch", "unique_stems", "within",
+           "write_csv", "write_json", "write_text"]
 
 
 class InputError(ValueError):
@@ -30,6 +31,15 @@ class InputError(ValueError):
 class CheckpointMismatch(RuntimeError):
     """A checkpoint or weights file that does not fit the run asking for it (raised by :mod:`rlseg.checkpoint`;
     declared here, without torch, for the command line's error contract)."""
+
+
+class EncoderWeightsUnavailable(RuntimeError):
+    """Pretrained weights could not be loaded (typically: no internet). Raised by the model builders; declared
+    here, without torch, for the error contract of the command line and the workflow's jobs."""
+
+
+class NetworkUnavailable(RuntimeError):
+    """The search engine cannot be reached (raised by :mod:`rlseg.crawl`; declared here like the one above)."""
 
 
 class UnsafeNameError(ValueError):

@@ -28,7 +28,9 @@ from rlseg.ingest import (
 )
 from rlseg.io import (
     CheckpointMismatch,
+    EncoderWeightsUnavailable,
     InputError,
+    NetworkUnavailable,
     UnsafeNameError,
     atomic_path,
     child_path,
@@ -45,9 +47,10 @@ from rlseg.voc import voc_palette
 
 log = logging.getLogger("rlseg")
 
-# what a user's mistake raises (a setting, a file, an image, a folder): one line naming it, never a traceback
+# what a user's mistake (a setting, a file, an image, a folder) or the machine's lack of a network raises: one line
+# naming it, never a traceback
 USER_ERRORS = (ConfigError, InputError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError,
-               CheckpointMismatch, BadImageError, UnsafeNameError)
+               CheckpointMismatch, BadImageError, UnsafeNameError, EncoderWeightsUnavailable, NetworkUnavailable)
 
 __all__ = [
     "USER_ERRORS",

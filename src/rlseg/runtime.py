@@ -8,6 +8,7 @@ import logging
 
 import torch
 
+from rlseg.io import EncoderWeightsUnavailable
 from rlseg.settings import check_choice
 
 __all__ = [
@@ -22,10 +23,6 @@ __all__ = [
 _PRECISION = "auto"
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # glibc's mallopt parameters (malloc.h)
 log = logging.getLogger(__name__)
-
-
-class EncoderWeightsUnavailable(RuntimeError):
-    """Pretrained weights could not be loaded (typically: no internet)."""
 
 
 class NonFiniteLossError(FloatingPointError):
