@@ -178,9 +178,9 @@ def main() -> None:
                                           "root": str(class_folders(data, classes, work / "class_folders"))},
                     "upper_bound": False},
     }
+    pseudo_labels = tuple(f"results/pseudo_gt/{c}/pairs.csv" for c in classes)
     rows = []
     for name in args.only:
-        pseudo_labels = tuple(f"results/pseudo_gt/{c}/pairs.csv" for c in classes)
         wall = run_workflow(work / name, [args.preset, args.config], overrides[name], args.cores,
                             pseudo_labels if args.pseudo_labels_only else SCORES)
         results = work / name / "results"

@@ -187,7 +187,7 @@ def write_manifest(path: str | os.PathLike, rows: list[dict], columns: Sequence[
 
 
 def read_manifest(path: str | os.PathLike) -> list[dict]:
-    """A manifest's (or any of the workflow's CSV tables') rows, every cell a string."""
+    """A class's manifest (:func:`write_manifest`): its rows, every cell a string (:func:`rlseg.io.read_csv`)."""
     return read_csv(path)
 
 

@@ -76,12 +76,11 @@ def logged(log_path: str | os.PathLike | None, what: str):
     log.info("%s: started%s", what, f" (SLURM job {job})" if job else "")
     try:
         yield log
-    except USER_ERRORS as err:
-        # the message names the file and the problem; the job fails (status 1) and what is done stays
-        log.error("%s: failed: %s", what, err)
-        raise SystemExit(1) from None
     except Exception as err:
         log.error("%s: failed: %s", what, err)
+        if isinstance(err, USER_ERRORS):
+            # the message names the file and the problem: the job fails (status 1), what is done stays
+            raise SystemExit(1) from None
         raise
     log.info("%s: done in %.1f s", what, time.time() - t0)
 
