@@ -20,6 +20,10 @@ per-epoch checkpoint.
         [--seed S] [--packaged]
         [--tensors DIR] [--only ecssd:gt ...]
 
+``--photo-recipe`` trains each data set's train fold as ``rlseg train --config configs/photos.yaml`` does (the
+packaged start, 128 -> 256 px) and scores the packaged start alone and the trained model on both folds at full size,
+labelled at the preset's ``pseudo_gt.resolution``: what a user's photos get. Choose settings on the train fold.
+
 ``--packaged`` adds the packaged start (``base_model.source: packaged``) scored as it is and reg whose normal stage
 starts from it, with the packaged start's U-Net (the pipeline's default).
 
@@ -38,11 +42,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 from PIL import Image
 
 from rlseg.checkpoint import load_weights
 from rlseg.data import load_binary_masks, load_images
-from rlseg.inference import predict
+from rlseg.inference import load_model, object_probability, predict
 from rlseg.io import write_text
 from rlseg.metrics import ConfusionMatrix, f_measure, jaccard, per_image_f_measure
 from rlseg.models import ALL_BLOCKS_ENCODERS, build_unet
@@ -161,6 +166,51 @@ def packaged_runs(names: list[str], args: argparse.Namespace, schedule: dict) ->
     return rows
 
 
+def score_full_size(model_path: str, images: list[Path], masks: list[Path], resolution: int) -> dict:
+    """F-measure and Jaccard at each photo's own size, the model run at ``resolution`` px (as pseudo labels are)."""
+    model = load_model(model_path, torch.device("cpu"))
+    cm = ConfusionMatrix(2)
+    for i in range(0, len(images), 16):
+        batch = [Image.open(p).convert("RGB") for p in images[i : i + 16]]
+        for mask, prob in zip(masks[i : i + 16], object_probability(model, batch, torch.device("cpu"), resolution),
+                              strict=True):
+            cm.update((np.asarray(Image.open(mask).convert("L")) > 127).astype(np.uint8), (prob > 0.5).astype(np.uint8))
+    return {"f_measure": f_measure(cm.matrix), "jaccard": jaccard(cm.matrix)}
+
+
+def photo_recipe_runs(names: list[str], args: argparse.Namespace) -> list[dict]:
+    """Each train fold through the photo preset's single-class training (``rlseg train --config`` the preset: the
+    schema's defaults, then the preset's ``single_class``), scored on both folds at full size."""
+    preset = yaml.safe_load(args.photo_recipe.read_text())
+    settings = {**defaults("single_class"), **preset.get("single_class", {}), "seed": args.seed}
+    settings.pop("init"), settings.pop("negatives")
+    cfg = SingleClassConfig(**settings)
+    label_res = preset.get("pseudo_gt", {}).get("resolution") or cfg.resolutions[-1]
+    start = args.out / "packaged_start.pt"
+    materialise_start(defaults("single_class"), start, args.out / "packaged_start_history.csv")
+    rows = []
+    for n in (n for n in names if args.only is None or f"{n}:photo_recipe" in args.only):
+        tr_i, tr_m, te_i, te_m = split(args.data / n, n)
+        for kind, train in (("packaged_alone", False), (f"reg_photo_recipe_seed{args.seed}", True)):
+            cache = args.out / f"{n}_{kind}_at{label_res}.json"
+            if not cache.is_file():
+                t0 = time.time()
+                path = str(start)
+                if train:
+                    images = {r: load_images(tr_i, r, desc=n) for r in cfg.resolutions}
+                    path = train_single_class(cfg, lambda r, imgs=images: (imgs[r], None, None),
+                                              args.out / f"{n}_{kind}", init_weights=str(start),
+                                              device=args.device)["final"]
+                test = score_full_size(path, te_i, te_m, label_res)
+                on_train = score_full_size(path, tr_i, tr_m, label_res)
+                row = {"data": n, "run": f"{kind}_at{label_res}", **test, "f_measure_per_image": float("nan"),
+                       "train_f_measure": on_train["f_measure"], "train_jaccard": on_train["jaccard"],
+                       "wall_s": round(time.time() - t0, 1), "model": path}
+                write_text(cache, json.dumps(row, indent=2) + "\n")
+            rows.append(json.loads(cache.read_text()))
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
@@ -186,10 +236,14 @@ def main() -> None:
                     help="a fresh Adam per annealing epoch and per stage, as the reference's training loop")
     ap.add_argument("--tensors", type=Path, default=None,
                     help="folder of decoded 128 px tensors (made on first use); lets the run go without --data")
-    ap.add_argument("--only", nargs="*", default=None, help="run only these, e.g. ecssd:gt ecssd:reg_anneal")
+    ap.add_argument("--only", nargs="*", default=None,
+                    help="run only these, e.g. ecssd:gt ecssd:reg_anneal ecssd:photo_recipe")
     ap.add_argument("--packaged", action="store_true",
                     help="also the packaged start (base_model.source: packaged) scored as it is, and reg whose "
                          "normal stage starts from it, with the pipeline's U-Net (the packaged start's)")
+    ap.add_argument("--photo-recipe", type=Path, nargs="?", const=Path(__file__).resolve().parents[1] / "configs" /
+                    "photos.yaml", default=None, help="also train each train fold with this preset's single-class "
+                    "settings (default configs/photos.yaml) and score at its pseudo_gt.resolution, full size")
     args = ap.parse_args()
     if args.decoder_convs is None:
         args.decoder_convs = [0, 1, 1, 1] if args.decoder == "light" else [0]
@@ -222,6 +276,8 @@ def main() -> None:
                             others[0]["model"], args.device, args.only, args.tensors))
     if args.packaged:
         rows += packaged_runs(names, args, base)
+    if args.photo_recipe:
+        rows += photo_recipe_runs(names, args)
     rows = [r for r in rows if r]
     print("\n| data | run | F-measure (test) | F per image | Jaccard | wall s |\n|---|---|---|---|---|---|")
     for r in rows:
