@@ -7,8 +7,8 @@ One JSON line per figure, then a summary table and the acceptance checks of the 
    models and pseudo labels are shared: the seeds move only the multi-class network); the upper bound (the same
    multi-class network on the true masks of the same training images), over the same seeds; the pipeline's mIoU with
    the other inference too (one pass where the preset scores at three scales and mirrored, and the reverse); the
-   pseudo labels' own per-class Jaccard on their training images against the true masks (the paper's Table 5 measure); wall time
-   per stage;
+   pseudo labels' own per-class Jaccard on their training images against the true masks (the paper's Table 5
+   measure); wall time per stage;
 2. the same run with the regularized loss off (lambda_reg = 0 in every stage);
 3. the same run from class folders as a web search would return them: every ``train`` image that holds the class,
    multi-class images included, negatives on;

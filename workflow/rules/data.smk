@@ -119,7 +119,8 @@ rule eval_set:
     output:
         f"{R}/eval/index.csv",
     params:
-        eval=config["eval"],
+        # which images are scored, not how: a change of eval.scales or eval.flip reruns the predictions only
+        eval={k: config["eval"][k] for k in ("source", "root", "split")},
         results=lambda w, output: results_dir(output[0], 1),
         classes=CLASSES,
     log:
