@@ -43,6 +43,7 @@ from rlseg.baselines import colour_baseline_miou
 from rlseg.eval_steps import predict_eval_set
 from rlseg.evaluate import confusion, pseudo_label_jaccard, read_per_class_iou, scores
 from rlseg.io import read_csv
+from rlseg.settings import read_config
 from rlseg.voc import class_ids, label_count
 
 REPO = Path(__file__).resolve().parents[1]
@@ -170,8 +171,9 @@ def main() -> None:
         sys.exit(f"{data}: no MSRC-v2 here (index.csv missing); pass --data")
     config = yaml.safe_load(args.config.read_text())
     classes = config["classes"]
-    preset_eval = (yaml.safe_load(args.preset.read_text()) or {}).get("eval", {})
-    preset_multi_scale = len(preset_eval.get("scales", [1.0])) > 1 or bool(preset_eval.get("flip", False))
+    # how the run scores: its merged settings (config.yaml, the preset, the data's file), not one file's
+    run_eval = read_config(REPO / "config.yaml", args.preset, args.config)["eval"]
+    preset_multi_scale = len(run_eval["scales"]) > 1 or run_eval["flip"]
     voc = data / "VOCdevkit" / "VOC2012"
     masks = voc / "SegmentationClass"
     sources = {"images": {"root": str(data)}, "eval": {"root": str(voc)}}

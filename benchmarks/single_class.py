@@ -52,6 +52,7 @@ from rlseg.io import write_text
 from rlseg.metrics import ConfusionMatrix, f_measure, jaccard, per_image_f_measure
 from rlseg.models import ALL_BLOCKS_ENCODERS, build_unet
 from rlseg.packaged import materialise_start, packaged_start
+from rlseg.schedule import single_class_settings
 from rlseg.settings import defaults
 from rlseg.train import SingleClassConfig, train_single_class
 
@@ -182,9 +183,7 @@ def photo_recipe_runs(names: list[str], args: argparse.Namespace) -> list[dict]:
     """Each train fold through the photo preset's single-class training (``rlseg train --config`` the preset: the
     schema's defaults, then the preset's ``single_class``), scored on both folds at full size."""
     preset = yaml.safe_load(args.photo_recipe.read_text())
-    settings = {**defaults("single_class"), **preset.get("single_class", {}), "seed": args.seed}
-    settings.pop("init"), settings.pop("negatives")
-    cfg = SingleClassConfig(**settings)
+    cfg, _ = single_class_settings({**defaults("single_class"), **preset.get("single_class", {}), "seed": args.seed})
     label_res = preset.get("pseudo_gt", {}).get("resolution") or cfg.resolutions[-1]
     start = args.out / "packaged_start.pt"
     materialise_start(defaults("single_class"), start, args.out / "packaged_start_history.csv")
