@@ -11,6 +11,7 @@ with logged(snakemake.log[0], f"figure: gallery of {cls}") as log:
     rows = class_gallery_rows(int(snakemake.params.ids[cls]), inp.class_model, inp.multiclass_model,
                               inp.pseudo_pairs, inp.index, inp.predictions, inp.get("truth"),
                               snakemake.params.images, device=snakemake.config["device"],
-                              resolution=snakemake.params.resolution)
+                              resolution=snakemake.params.resolution, scales=snakemake.params.scales,
+                              flip=snakemake.params.flip)
     gallery(rows, snakemake.output[0], f"{cls}: training images, then evaluation images that hold it")
     log.info("%d rows -> %s", len(rows), snakemake.output[0])

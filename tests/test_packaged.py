@@ -125,6 +125,45 @@ def test_multi_scale_labels_every_pixel_of_any_size(deeplab):
     assert np.array_equal(single, predict_full(deeplab, im, torch.device("cpu"), scales=[1.0]))
 
 
+@pytest.fixture(scope="module")
+def unet():
+    from rlseg.inference import LoadedModel
+
+    torch.manual_seed(0)
+    return LoadedModel(build_unet(unet_arch(SC), pretrained=False).eval(), "single_class", 64)
+
+
+def test_scaled_sides_are_multiples_of_32():
+    from rlseg.inference import scaled_sides
+
+    assert scaled_sides(384, [0.75, 1.0, 1.25]) == [288, 384, 480]
+    assert scaled_sides(128, [0.1, 1.3]) == [32, 160]
+
+
+def test_single_class_flip_averaging_is_mirror_equivariant(unet):
+    from rlseg.inference import object_probability
+
+    im = _photo(50, 70, seed=3)
+    cpu = torch.device("cpu")
+    prob = object_probability(unet, [im], cpu, scales=(0.75, 1.0), flip=True)[0]
+    mirrored = object_probability(unet, [im.transpose(Image.Transpose.FLIP_LEFT_RIGHT)], cpu, scales=(0.75, 1.0),
+                                  flip=True)[0]
+    assert prob.shape == (50, 70) and np.allclose(prob[:, ::-1], mirrored, atol=1e-5)
+
+
+def test_single_class_multi_scale_is_the_mean_of_single_passes(unet):
+    from rlseg.inference import object_probability, segment
+
+    ims, cpu = [_photo(40, 90, seed=1), _photo(77, 33, seed=2)], torch.device("cpu")
+    at = {side: object_probability(unet, ims, cpu, side) for side in (64, 96)}
+    multi = object_probability(unet, ims, cpu, 64, scales=(1.0, 1.5))
+    for i in range(2):
+        assert np.allclose(multi[i], (at[64][i] + at[96][i]) / 2, atol=1e-6)
+    labels = segment(unet, ims, cpu, 7, 64, scales=(1.0, 1.5))
+    assert [lab.shape for lab in labels] == [(40, 90), (77, 33)]
+    assert all(np.array_equal(lab, np.where(m > 0.5, 7, 0)) for lab, m in zip(labels, multi, strict=True))
+
+
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -46,6 +46,17 @@ def _at_least(low: int, high: int | None = None, multiple: int = 1):
     return parse
 
 
+def _scale(text: str) -> float:
+    """An argparse type: a positive scale factor."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} must be a positive number")
+    return value
+
+
 def _schema(block: str) -> dict:
     return schema()["properties"][block]
 
@@ -111,6 +122,10 @@ def _add_predict(sub) -> None:
     p.add_argument("--resolution", type=_at_least(32, multiple=32),
                    help="side (px, a multiple of 32) a single-class model sees the images at; default its "
                    "training resolution (the workflow's pseudo_gt.resolution)")
+    p.add_argument("--scales", type=_scale, nargs="+", default=[1.0], metavar="S",
+                   help="predict at these scales (of --resolution for a single-class model, of the image for a "
+                   "multi-class one) and average the probabilities, e.g. 0.75 1 1.25 [1]")
+    p.add_argument("--flip", action="store_true", help="average with the mirrored image's probabilities too")
     p.add_argument("--batch-size", type=_at_least(1), default=16)
 
 

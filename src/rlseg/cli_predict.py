@@ -106,7 +106,8 @@ def _predict_batch(files: list[Path], names: list[str], model, dev, args: argpar
             failed.append(f)
     if not batch:
         return 0
-    labels = segment(model, [im for _, _, im in batch], dev, args.class_id, args.resolution)
+    labels = segment(model, [im for _, _, im in batch], dev, args.class_id, args.resolution, scales=args.scales,
+                     flip=args.flip)
     for (f, name, im), label in zip(batch, labels, strict=True):
         save_png(child_path(args.out, name, ".png"), label, palette=PALETTE)
         with atomic_path(child_path(args.out, name, "_overlay.jpg")) as tmp:

@@ -5,6 +5,7 @@ CNN's label, the multi-class network's output and the true mask (the figure itse
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from rlseg.imageio import load_image, load_mask
@@ -28,11 +29,14 @@ def class_gallery_rows(
     n: int,
     device: str = "auto",
     resolution: int | None = None,
+    scales: Sequence[float] = (1.0,),
+    flip: bool = False,
 ) -> list[GalleryRow]:
     """A fixed sample for one class's gallery: its first ``n`` training images (by path) with their pseudo labels
     and the multi-class network's output on them, then the first ``n`` evaluation images (in index order) whose
-    true mask holds the class, with the class CNN's label (at ``resolution``, as the pseudo labels were made) and
-    the evaluation's prediction. True masks come from ``truth_pairs`` (training) and the index (evaluation)."""
+    true mask holds the class, with the class CNN's label (at ``resolution``, ``scales`` and ``flip``, as the
+    pseudo labels were made) and the evaluation's prediction. True masks come from ``truth_pairs`` (training) and
+    the index (evaluation)."""
     dev = resolve_device(device)
     single, multi = load_model(class_model, dev), load_model(multiclass_model, dev)
     truth_of = dict(read_pairs([str(truth_pairs)])) if truth_pairs else {}
@@ -51,6 +55,7 @@ def class_gallery_rows(
         if not (truth == class_id).any():
             continue
         im = load_image(r["image"], min_side=1)
-        rows.append(GalleryRow(f"eval {r['id']}", im, segment(single, [im], dev, class_id, resolution)[0],
+        rows.append(GalleryRow(f"eval {r['id']}", im, segment(single, [im], dev, class_id, resolution, scales=scales,
+                                                                     flip=flip)[0],
                                load_mask(predicted[r["id"]], size=im.size, num_classes=256), truth))
     return rows

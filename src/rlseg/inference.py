@@ -18,7 +18,7 @@ from rlseg.models import build_multiclass, build_unet
 from rlseg.multiclass import predict_full
 from rlseg.runtime import autocast, resolve_device
 
-__all__ = ["LoadedModel", "load_model", "object_probability", "predict", "segment"]
+__all__ = ["LoadedModel", "load_model", "object_probability", "predict", "scaled_sides", "segment"]
 
 
 @torch.no_grad()
@@ -60,28 +60,42 @@ def load_model(path: str | os.PathLike, device: torch.device) -> LoadedModel:
     return LoadedModel(net.to(device).eval(), kind, res)
 
 
+def scaled_sides(side: int, scales: Sequence[float]) -> list[int]:
+    """The sides (px, multiples of 32, at least 32) a single-class model sees an image at for each of ``scales``
+    of ``side``."""
+    return [max(32, round(side * s / 32) * 32) for s in scales]
+
+
 def object_probability(model: LoadedModel, images: Sequence[Image.Image], device: torch.device,
-                       resolution: int | None = None) -> list[np.ndarray]:
+                       resolution: int | None = None, scales: Sequence[float] = (1.0,),
+                       flip: bool = False) -> list[np.ndarray]:
     """A single-class model's object probability (float32, at each image's size) for a batch of RGB images: its
-    output at ``resolution`` px (by default the one it was trained at), upsampled bilinearly."""
-    side = resolution or model.resolution
-    probs = predict(model.net, torch.stack([resized_tensor(im, side) for im in images]), device=device)
-    out = []
-    for im, prob in zip(images, probs, strict=True):
-        w, h = im.size
-        out.append(F.interpolate(prob[None, None], size=(h, w), mode="bilinear", align_corners=False)[0, 0].numpy())
-    return out
+    output at ``resolution`` px (by default the one it was trained at), upsampled bilinearly; with several
+    ``scales`` (of that side, :func:`scaled_sides`) or ``flip``, the mean over each side and the mirror images."""
+    sizes = [(im.height, im.width) for im in images]
+    totals = [np.zeros(hw, np.float32) for hw in sizes]
+    passes = 0
+    for side in scaled_sides(resolution or model.resolution, scales):
+        for mirrored in (False, True) if flip else (False,):
+            seen = [im.transpose(Image.Transpose.FLIP_LEFT_RIGHT) for im in images] if mirrored else images
+            probs = predict(model.net, torch.stack([resized_tensor(im, side) for im in seen]), device=device)
+            probs = probs.flip(-1) if mirrored else probs
+            for total, hw, prob in zip(totals, sizes, probs, strict=True):
+                total += F.interpolate(prob[None, None], size=hw, mode="bilinear", align_corners=False)[0, 0].numpy()
+            passes += 1
+    return [total / passes for total in totals]
 
 
 def segment(model: LoadedModel, images: Sequence[Image.Image], device: torch.device, class_id: int = 1,
             resolution: int | None = None, crf: CrfParams | None = None, scales: Sequence[float] = (1.0,),
             flip: bool = False) -> list[np.ndarray]:
     """Label maps (uint8, at each image's size) for a batch of RGB images: a single-class model's object pixels
-    get ``class_id`` (:func:`object_probability` > 0.5, refined by a dense CRF first with ``crf``), a multi-class
-    model's argmax its label ids (full resolution, at ``scales`` and with ``flip``: :func:`predict_full`)."""
+    get ``class_id`` (:func:`object_probability` > 0.5 at ``scales`` of ``resolution`` and with ``flip``, refined
+    by a dense CRF first with ``crf``), a multi-class model's argmax its label ids (full resolution, at ``scales``
+    and with ``flip``: :func:`predict_full`)."""
     if model.kind == "multiclass":
         return [predict_full(model.net, im, device, scales, flip) for im in images]
-    probs = object_probability(model, images, device, resolution)
+    probs = object_probability(model, images, device, resolution, scales, flip)
     if crf is not None:
         probs = [refine(np.asarray(im), prob, crf) for im, prob in zip(images, probs, strict=True)]
     return [np.where(prob > 0.5, class_id, 0).astype(np.uint8) for prob in probs]

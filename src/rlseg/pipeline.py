@@ -188,9 +188,11 @@ def run_single_class(
 
 
 def make_pseudo_gt(model_path: str, manifest: str, class_id: int, out_pairs: str, device: str = "auto",
-                   batch_size: int = 32, resolution: int | None = None, crf: dict | None = None) -> int:
-    """Label each of the class's images with its CNN (at ``resolution`` px, default its training one; refined by a
-    dense CRF with ``crf``'s settings, :class:`rlseg.crf.CrfParams`): object -> class id, else 0, as VOC palette
+                   batch_size: int = 32, resolution: int | None = None, crf: dict | None = None,
+                   scales: Sequence[float] = (1.0,), flip: bool = False) -> int:
+    """Label each of the class's images with its CNN (at ``resolution`` px, default its training one, at ``scales``
+    of it and with ``flip``: :func:`rlseg.inference.object_probability`; refined by a dense CRF with ``crf``'s
+    settings, :class:`rlseg.crf.CrfParams`): object -> class id, else 0, as VOC palette
     PNGs at the image's original size; writes the (image, label) pairs CSV. Returns the number of images labelled."""
     # torch and the training code: the job's setup_job runs first, and the seconds-long jobs never load them
     from rlseg.crf import CrfParams
@@ -208,7 +210,7 @@ def make_pseudo_gt(model_path: str, manifest: str, class_id: int, out_pairs: str
     for i in tqdm(range(0, len(paths), batch_size), desc="pseudo-gt", mininterval=5):
         chunk = paths[i : i + batch_size]
         images = [load_image(p) for p in chunk]  # decoded once: resized for the CNN, sized for the label
-        labels = segment(model, images, dev, class_id, resolution, crf_params)
+        labels = segment(model, images, dev, class_id, resolution, crf_params, scales, flip)
         for p, name, label in zip(chunk, names[i : i + batch_size], labels, strict=True):
             out = child_path(outdir, name, ".png")
             save_png(out, label, palette=pal)

@@ -73,6 +73,8 @@ rule figure_gallery:
         ids=IDS,
         images=config["report"]["gallery_images"],
         resolution=config["pseudo_gt"]["resolution"],
+        scales=config["pseudo_gt"]["scales"],
+        flip=config["pseudo_gt"]["flip"],
     log:
         f"{R}/logs/figures/gallery/{{cls}}.log",
     benchmark:

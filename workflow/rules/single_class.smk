@@ -70,6 +70,8 @@ rule pseudo_gt:
         ids=IDS,
         batch_size=32,
         resolution=config["pseudo_gt"]["resolution"],
+        scales=config["pseudo_gt"]["scales"],
+        flip=config["pseudo_gt"]["flip"],
         crf=config["pseudo_gt"]["crf_params"] if config["pseudo_gt"]["crf"] else None,
     log:
         f"{R}/logs/pseudo_gt/{{cls}}.log",
