@@ -152,6 +152,19 @@ def test_predict_gives_inputs_that_share_a_stem_a_mask_each(tmp_path):
     assert len(list(out.glob("*_overlay.jpg"))) == 4
 
 
+def test_predict_at_several_scales_and_mirrored_writes_what_segment_gives(tmp_path):
+    from rlseg.inference import load_model, segment
+
+    folder, out = _images(tmp_path / "photos", ["a.jpg", "b.png"]), tmp_path / "out"
+    model = _model(tmp_path / "m.pt")
+    assert cli(["predict", str(model), str(folder), "--out", str(out), "--class-id", "5", "--scales", "0.75", "1",
+                "1.25", "--flip"]) == 0
+    loaded = load_model(model, torch.device("cpu"))
+    for name in ("a.jpg", "b.png"):
+        want = segment(loaded, [load_image(folder / name)], torch.device("cpu"), 5, scales=(0.75, 1, 1.25), flip=True)
+        assert np.array_equal(np.array(Image.open(out / f"{Path(name).stem}.png")), want[0])
+
+
 def test_unique_stems_never_share_a_name():
     paths = ["a/x.jpg", "a/x.png", "b/x.jpg", "c/y.jpg", "d/X.JPG", "e/x_jpg.png"]
     names = unique_stems(paths)
@@ -339,7 +352,8 @@ def test_train_refuses_what_the_workflow_refuses(tmp_path, caplog, flags, word):
 
 
 @pytest.mark.parametrize("flags", [["--resolution", "100"], ["--class-id", "300"], ["--class-id", "0"],
-                                   ["--batch-size", "0"]])
+                                   ["--batch-size", "0"], ["--scales", "0"], ["--scales", "1", "x"],
+                                   ["--scales", "inf"], ["--scales"]])
 def test_predict_refuses_bad_flags(tmp_path, flags):
     folder = _images(tmp_path / "photos", ["a.jpg"])
     with pytest.raises(SystemExit) as err:
