@@ -22,7 +22,8 @@ per-epoch checkpoint.
 
 ``--photo-recipe`` trains each data set's train fold as ``rlseg train --config configs/photos.yaml`` does (the
 packaged start, 128 -> 256 px) and scores the packaged start alone and the trained model on both folds at full size,
-labelled at the preset's ``pseudo_gt.resolution``: what a user's photos get. Choose settings on the train fold.
+labelled as the preset makes pseudo labels (``pseudo_gt``: resolution, scales, flip): what a user's photos get. A
+model trained before is scored again when only the labelling changed. Choose settings on the train fold.
 
 ``--packaged`` adds the packaged start (``base_model.source: packaged``) scored as it is and reg whose normal stage
 starts from it, with the packaged start's U-Net (the pipeline's default).
@@ -167,16 +168,26 @@ def packaged_runs(names: list[str], args: argparse.Namespace, schedule: dict) ->
     return rows
 
 
-def score_full_size(model_path: str, images: list[Path], masks: list[Path], resolution: int) -> dict:
-    """F-measure and Jaccard at each photo's own size, the model run at ``resolution`` px (as pseudo labels are)."""
+def score_full_size(model_path: str, images: list[Path], masks: list[Path], labelling: dict) -> dict:
+    """F-measure and Jaccard at each photo's own size, the model run as pseudo labels are made (``labelling``: the
+    preset's ``pseudo_gt`` resolution, scales and flip)."""
     model = load_model(model_path, torch.device("cpu"))
     cm = ConfusionMatrix(2)
     for i in range(0, len(images), 16):
         batch = [Image.open(p).convert("RGB") for p in images[i : i + 16]]
-        for mask, prob in zip(masks[i : i + 16], object_probability(model, batch, torch.device("cpu"), resolution),
-                              strict=True):
+        probs = object_probability(model, batch, torch.device("cpu"), labelling["resolution"], labelling["scales"],
+                                   labelling["flip"])
+        for mask, prob in zip(masks[i : i + 16], probs, strict=True):
             cm.update((np.asarray(Image.open(mask).convert("L")) > 127).astype(np.uint8), (prob > 0.5).astype(np.uint8))
     return {"f_measure": f_measure(cm.matrix), "jaccard": jaccard(cm.matrix)}
+
+
+def labelling_tag(labelling: dict) -> str:
+    """How the labels were made, for a cache name: ``at384``, ``at384_x0.75-1.0-1.25_flip``."""
+    tag = f"at{labelling['resolution']}"
+    if list(labelling["scales"]) != [1.0]:
+        tag += "_x" + "-".join(str(float(x)) for x in labelling["scales"])
+    return tag + ("_flip" if labelling["flip"] else "")
 
 
 def photo_recipe_runs(names: list[str], args: argparse.Namespace) -> list[dict]:
@@ -184,25 +195,30 @@ def photo_recipe_runs(names: list[str], args: argparse.Namespace) -> list[dict]:
     schema's defaults, then the preset's ``single_class``), scored on both folds at full size."""
     preset = yaml.safe_load(args.photo_recipe.read_text())
     cfg, _ = single_class_settings({**defaults("single_class"), **preset.get("single_class", {}), "seed": args.seed})
-    label_res = preset.get("pseudo_gt", {}).get("resolution") or cfg.resolutions[-1]
+    labelling = {**defaults("pseudo_gt"), **preset.get("pseudo_gt", {})}
+    labelling["resolution"] = labelling["resolution"] or cfg.resolutions[-1]
+    tag = labelling_tag(labelling)
     start = args.out / "packaged_start.pt"
     materialise_start(defaults("single_class"), start, args.out / "packaged_start_history.csv")
     rows = []
     for n in (n for n in names if args.only is None or f"{n}:photo_recipe" in args.only):
         tr_i, tr_m, te_i, te_m = split(args.data / n, n)
         for kind, train in (("packaged_alone", False), (f"reg_photo_recipe_seed{args.seed}", True)):
-            cache = args.out / f"{n}_{kind}_at{label_res}.json"
+            cache = args.out / f"{n}_{kind}_{tag}.json"
             if not cache.is_file():
                 t0 = time.time()
                 path = str(start)
-                if train:
+                trained = args.out / f"{n}_{kind}" / f"model_{cfg.resolutions[-1]}.pt"
+                if train and trained.is_file():  # trained before, labelled another way: scored again, not retrained
+                    path = str(trained)
+                elif train:
                     images = {r: load_images(tr_i, r, desc=n) for r in cfg.resolutions}
                     path = train_single_class(cfg, lambda r, imgs=images: (imgs[r], None, None),
                                               args.out / f"{n}_{kind}", init_weights=str(start),
                                               device=args.device)["final"]
-                test = score_full_size(path, te_i, te_m, label_res)
-                on_train = score_full_size(path, tr_i, tr_m, label_res)
-                row = {"data": n, "run": f"{kind}_at{label_res}", **test, "f_measure_per_image": float("nan"),
+                test = score_full_size(path, te_i, te_m, labelling)
+                on_train = score_full_size(path, tr_i, tr_m, labelling)
+                row = {"data": n, "run": f"{kind}_{tag}", **test, "f_measure_per_image": float("nan"),
                        "train_f_measure": on_train["f_measure"], "train_jaccard": on_train["jaccard"],
                        "wall_s": round(time.time() - t0, 1), "model": path}
                 write_text(cache, json.dumps(row, indent=2) + "\n")
@@ -242,7 +258,7 @@ def main() -> None:
                          "normal stage starts from it, with the pipeline's U-Net (the packaged start's)")
     ap.add_argument("--photo-recipe", type=Path, nargs="?", const=Path(__file__).resolve().parents[1] / "configs" /
                     "photos.yaml", default=None, help="also train each train fold with this preset's single-class "
-                    "settings (default configs/photos.yaml) and score at its pseudo_gt.resolution, full size")
+                    "settings (default configs/photos.yaml) and label as its pseudo_gt says, scored at full size")
     args = ap.parse_args()
     if args.decoder_convs is None:
         args.decoder_convs = [0, 1, 1, 1] if args.decoder == "light" else [0]
