@@ -55,7 +55,7 @@ def class_gallery_rows(
         if not (truth == class_id).any():
             continue
         im = load_image(r["image"], min_side=1)
-        rows.append(GalleryRow(f"eval {r['id']}", im, segment(single, [im], dev, class_id, resolution, scales=scales,
-                                                                     flip=flip)[0],
-                               load_mask(predicted[r["id"]], size=im.size, num_classes=256), truth))
+        label = segment(single, [im], dev, class_id, resolution, scales=scales, flip=flip)[0]
+        rows.append(GalleryRow(f"eval {r['id']}", im, label, load_mask(predicted[r["id"]], size=im.size,
+                                                                       num_classes=256), truth))
     return rows

@@ -76,9 +76,9 @@ def object_probability(model: LoadedModel, images: Sequence[Image.Image], device
     totals = [np.zeros(hw, np.float32) for hw in sizes]
     passes = 0
     for side in scaled_sides(resolution or model.resolution, scales):
+        batch = torch.stack([resized_tensor(im, side) for im in images])  # resized once: the mirror is its flip
         for mirrored in (False, True) if flip else (False,):
-            seen = [im.transpose(Image.Transpose.FLIP_LEFT_RIGHT) for im in images] if mirrored else images
-            probs = predict(model.net, torch.stack([resized_tensor(im, side) for im in seen]), device=device)
+            probs = predict(model.net, batch.flip(-1) if mirrored else batch, device=device)
             probs = probs.flip(-1) if mirrored else probs
             for total, hw, prob in zip(totals, sizes, probs, strict=True):
                 total += F.interpolate(prob[None, None], size=hw, mode="bilinear", align_corners=False)[0, 0].numpy()
