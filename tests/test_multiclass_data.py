@@ -12,6 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
+from rlseg.inference import load_model
 from rlseg.multiclass import MultiClassConfig, train_multiclass
 from rlseg.multiclass_data import AugmentedCrops, DecodedPairs, EpochBatches, capped_size, epoch_batches
 
@@ -82,6 +83,8 @@ def test_crops_and_weights_do_not_depend_on_the_workers(tmp_path: Path, workers:
         train_multiclass(pairs, 3, cfg, out / "model.pt", out / "checkpoint.pt", device="cpu", pretrained=False)
         weights.append(torch.load(out / "model.pt", weights_only=False)["state_dict"])
         assert not (out / "decoded").exists() and not (out / "checkpoint.pt").exists()
+    # the network's predictions see a photo as its training photos were decoded
+    assert load_model(out / "model.pt", torch.device("cpu")).max_short_side == cfg.max_short_side == 512
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
 
 

@@ -125,6 +125,23 @@ def test_multi_scale_labels_every_pixel_of_any_size(deeplab):
     assert np.array_equal(single, predict_full(deeplab, im, torch.device("cpu"), scales=[1.0]))
 
 
+def test_a_photo_over_the_training_cap_is_seen_at_the_cap_and_labelled_at_full_size(deeplab, tmp_path):
+    from rlseg.inference import load_model, segment
+
+    cpu = torch.device("cpu")
+    small = _photo(48, 64)
+    big = small.resize((256, 192), Image.Resampling.NEAREST)  # the same scene with 16 times the pixels
+    labels = predict_full(deeplab, big, cpu, scales=(0.75, 1.0), flip=True, max_short_side=48)
+    seen = predict_full(deeplab, big.resize((64, 48), Image.Resampling.BILINEAR), cpu, scales=(0.75, 1.0), flip=True)
+    assert labels.shape == (192, 256) and (labels[2::4, 2::4] == seen).mean() > 0.9
+    assert np.array_equal(predict_full(deeplab, small, cpu, max_short_side=48), predict_full(deeplab, small, cpu))
+    save_weights(tmp_path / "mc.pt", deeplab, meta={"max_short_side": 48})
+    loaded = load_model(tmp_path / "mc.pt", cpu)
+    assert np.array_equal(segment(loaded, [big], cpu)[0], predict_full(deeplab, big, cpu, max_short_side=48))
+    save_weights(tmp_path / "old.pt", deeplab, meta={"epochs": 1})  # weights written before the cap was recorded
+    assert load_model(tmp_path / "old.pt", cpu).max_short_side is None
+
+
 @pytest.fixture(scope="module")
 def unet():
     from rlseg.inference import LoadedModel

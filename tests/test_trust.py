@@ -191,6 +191,45 @@ def test_pseudo_labels_of_two_images_with_one_stem_are_two_files(tmp_path):
             assert img.size == lab.size
 
 
+
+def test_pixel_batches_bound_the_count_and_the_pixels_and_keep_the_order():
+    from rlseg.imageio import pixel_batches
+
+    sizes = [4, 4, 4, 20, 1, 1, 1, 1, 1]
+    batches = list(pixel_batches(iter(sizes), lambda n: n, batch_size=3, max_pixels=10))
+    assert [b for batch in batches for b in batch] == sizes
+    assert batches == [[4, 4], [4], [20], [1, 1, 1], [1, 1]]  # one over the limit is a batch of its own
+
+
+def test_large_photos_are_labelled_a_few_at_a_time_with_the_same_labels(tmp_path, monkeypatch):
+    import csv
+
+    import rlseg.imageio
+    import rlseg.inference
+    from rlseg.ingest import write_manifest
+
+    folder = _images(tmp_path / "cls", ["a.jpg", "b.png", "c.jpg"])
+    manifest, model = tmp_path / "manifest.csv", _model(tmp_path / "m.pt")
+    write_manifest(manifest, check_files(folder_images(folder)))
+    seen = []
+    segment = rlseg.inference.segment
+    monkeypatch.setattr(rlseg.inference, "segment", lambda m, images, *a, **k: seen.append(len(images)) or
+                        segment(m, images, *a, **k))
+    labels = {}
+    for name, budget in (("whole", None), ("bounded", 1)):  # a budget under one photo: one photo a batch
+        if budget is not None:
+            monkeypatch.setattr(rlseg.imageio, "BATCH_PIXELS", budget)
+        pairs = tmp_path / name / "pairs.csv"
+        make_pseudo_gt(str(model), str(manifest), 3, str(pairs), device="cpu", scales=(0.75, 1.0), flip=True)
+        labels[name] = [np.array(Image.open(r["label"])) for r in csv.DictReader(open(pairs))]
+        out = tmp_path / f"{name}_predict"
+        assert cli(["predict", str(model), str(folder), "--out", str(out), "--class-id", "3", "--scales", "0.75",
+                    "1", "--flip"]) == 0
+        labels[name] += [np.array(Image.open(out / f"{n}.png")) for n in ("a", "b", "c")]
+    assert seen == [3, 3, 1, 1, 1, 1, 1, 1]
+    assert all(np.array_equal(a, b) for a, b in zip(labels["whole"], labels["bounded"], strict=True))
+    assert all(np.array_equal(a, b) for a, b in zip(labels["whole"][:3], labels["whole"][3:], strict=True))
+
 # 4: a crawl's files: see test_crawl.py (half-written file, size cap, deadline) -------------------------------------
 
 

@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from rlseg.imageio import (
     BadImageError,
     load_image,
     overlay,
+    pixel_batches,
     regular_file,
     voc_palette,
     voc_palette_array,
@@ -91,21 +93,25 @@ def _object_truth(path: Path, size: tuple[int, int]):
         raise BadImageError(path, f"unreadable true mask ({type(err).__name__}: {err})") from None
 
 
-def _predict_batch(files: list[Path], names: list[str], model, dev, args: argparse.Namespace, cm,
-                   failed: list[Path]) -> int:
-    """Masks and overlays of one batch of files (``names``: their output names); unreadable files, and true masks
-    that cannot be scored, are logged and added to ``failed``."""
-    from rlseg.inference import segment  # torch: see the module's imports
-
-    batch = []
+def _decoded(files: list[Path], names: list[str], failed: list[Path],
+             bar: tqdm) -> Iterator[tuple[Path, str, Image.Image]]:
+    """(file, output name, image) of each file that decodes, one at a time; the rest are logged and added to
+    ``failed``."""
     for f, name in zip(files, names, strict=True):
         try:
-            batch.append((f, name, load_image(f, min_side=1)))
+            yield f, name, load_image(f, min_side=1)
         except BadImageError as err:
             log.error("skipped %s: %s", f, err.reason)
             failed.append(f)
-    if not batch:
-        return 0
+            bar.update(1)
+
+
+def _predict_batch(batch: list[tuple[Path, str, Image.Image]], model, dev, args: argparse.Namespace, cm,
+                   failed: list[Path]) -> int:
+    """Masks and overlays of one batch of decoded files; true masks that cannot be scored are logged and added to
+    ``failed``."""
+    from rlseg.inference import segment  # torch: see the module's imports
+
     labels = segment(model, [im for _, _, im in batch], dev, args.class_id, args.resolution, scales=args.scales,
                      flip=args.flip)
     for (f, name, im), label in zip(batch, labels, strict=True):
@@ -147,10 +153,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
     failed: list[Path] = []
     done = 0
     t0 = time.time()
-    with logging_redirect_tqdm():
-        for i in tqdm(range(0, len(files), args.batch_size), desc="predict", mininterval=5):
-            done += _predict_batch(files[i : i + args.batch_size], names[i : i + args.batch_size], model, dev, args,
-                                   cm, failed)
+    with logging_redirect_tqdm(), tqdm(total=len(files), desc="predict", mininterval=5) as bar:
+        for batch in pixel_batches(_decoded(files, names, failed, bar), lambda item: item[2].width * item[2].height,
+                                   args.batch_size):
+            done += _predict_batch(batch, model, dev, args, cm, failed)
+            bar.update(len(batch))
     log.info("%d masks and overlays -> %s (%.1f s)%s", done, args.out, time.time() - t0,
              f"; {len(failed)} file(s) skipped: {', '.join(str(f) for f in failed)}" if failed else "")
     if cm is not None and cm.matrix.sum():

@@ -37,19 +37,23 @@ def predict(model: torch.nn.Module, images: torch.Tensor, batch_size: int = 32,
 @dataclass
 class LoadedModel:
     """A model read back from its weights file: ``kind`` is ``single_class`` or ``multiclass``; a single-class
-    model runs at ``resolution`` px."""
+    model runs at ``resolution`` px, a multi-class one sees a photo with its shorter side at most
+    ``max_short_side`` (that of its training photos; ``None`` in weights written before it was recorded)."""
 
     net: torch.nn.Module
     kind: str
     resolution: int
+    max_short_side: int | None = None
 
 
 def load_model(path: str | os.PathLike, device: torch.device) -> LoadedModel:
     """Read a single-class (``model_final.pt``) or multi-class (``multiclass/*/model.pt``) weights file."""
     blob = load_weights(path)
     try:
+        cap = None
         if "num_classes" in blob["arch"]:
             net, kind, res = build_multiclass(blob["arch"], pretrained=False), "multiclass", 0
+            cap = blob.get("meta", {}).get("max_short_side")
         else:
             net, kind = build_unet(blob["arch"], pretrained=False), "single_class"
             res = int(blob["meta"].get("resolution", 128))
@@ -57,7 +61,7 @@ def load_model(path: str | os.PathLike, device: torch.device) -> LoadedModel:
     except (KeyError, TypeError, ValueError, RuntimeError) as err:  # an architecture or weights that do not fit
         what = " ".join(line.strip() for line in str(err).strip().splitlines()[:2])[:300] or type(err).__name__
         raise CheckpointMismatch(f"{path}: its weights do not fit the architecture it records ({what})") from None
-    return LoadedModel(net.to(device).eval(), kind, res)
+    return LoadedModel(net.to(device).eval(), kind, res, cap)
 
 
 def scaled_sides(side: int, scales: Sequence[float]) -> list[int]:
@@ -92,9 +96,9 @@ def segment(model: LoadedModel, images: Sequence[Image.Image], device: torch.dev
     """Label maps (uint8, at each image's size) for a batch of RGB images: a single-class model's object pixels
     get ``class_id`` (:func:`object_probability` > 0.5 at ``scales`` of ``resolution`` and with ``flip``, refined
     by a dense CRF first with ``crf``), a multi-class model's argmax its label ids (full resolution, at ``scales``
-    and with ``flip``: :func:`predict_full`)."""
+    and with ``flip``, a large photo shrunk to the model's ``max_short_side``: :func:`predict_full`)."""
     if model.kind == "multiclass":
-        return [predict_full(model.net, im, device, scales, flip) for im in images]
+        return [predict_full(model.net, im, device, scales, flip, model.max_short_side) for im in images]
     probs = object_probability(model, images, device, resolution, scales, flip)
     if crf is not None:
         probs = [refine(np.asarray(im), prob, crf) for im, prob in zip(images, probs, strict=True)]

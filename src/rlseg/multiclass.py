@@ -20,7 +20,7 @@ from tqdm import tqdm
 from rlseg.checkpoint import resume, save_checkpoint, save_weights
 from rlseg.data import to_float
 from rlseg.models import MultiClassNet, build_multiclass
-from rlseg.multiclass_data import AugmentedCrops, DecodedPairs, EpochBatches, epoch_batches
+from rlseg.multiclass_data import AugmentedCrops, DecodedPairs, EpochBatches, capped_size, epoch_batches
 from rlseg.runtime import NonFiniteLossError, autocast, resolve_device
 from rlseg.settings import defaults
 
@@ -123,7 +123,7 @@ def train_multiclass(
         log.info("multiclass epoch %d/%d: loss %.4f (%.1fs)", epoch + 1, cfg.epochs, row["cross_entropy"],
                  row["seconds"])
         save_checkpoint(checkpoint, model, opt, sched, epoch, run_config, extra={"rows": rows})
-    save_weights(out_model, model, meta={"epochs": cfg.epochs})
+    save_weights(out_model, model, meta={"epochs": cfg.epochs, "max_short_side": cfg.max_short_side})
     Path(checkpoint).unlink(missing_ok=True)
     shutil.rmtree(data.dir, ignore_errors=True)
     return rows
@@ -142,13 +142,18 @@ def _logits(model: MultiClassNet, x: torch.Tensor, device: torch.device) -> torc
 
 
 def predict_full(model: MultiClassNet, image: Image.Image, device: torch.device, scales: Sequence[float] = (1.0,),
-                 flip: bool = False) -> np.ndarray:
+                 flip: bool = False, max_short_side: int | None = None) -> np.ndarray:
     """The label map at full resolution: with one scale and no flip, the argmax of a single pass; otherwise the
     argmax of the class probabilities averaged over each scale (the image resized by it) and, with ``flip``, its
-    mirror image."""
+    mirror image. A photo whose shorter side is over ``max_short_side`` (the cap the network's training photos were
+    decoded with) is seen as training saw it, shrunk to that side, and its probabilities upsampled to full size."""
+    full = image.size
+    seen = capped_size(*full, max_short_side)
+    if seen != full:  # a 12 MP photo at full size is a scale the network never saw, and gigabytes of features
+        image = image.resize(seen, Image.BILINEAR)
     x = to_float(torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1)[None], device)
     h, w = x.shape[-2:]
-    if list(scales) == [1.0] and not flip:
+    if list(scales) == [1.0] and not flip and seen == full:
         return _logits(model, x, device)[0].argmax(0).to(torch.uint8).cpu().numpy()
     total = torch.zeros((), device=device)
     for s in scales:
@@ -159,4 +164,6 @@ def predict_full(model: MultiClassNet, image: Image.Image, device: torch.device,
             if logits.shape[-2:] != (h, w):
                 logits = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
             total = total + logits.softmax(1)
+    if seen != full:
+        total = F.interpolate(total, size=full[::-1], mode="bilinear", align_corners=False)
     return total[0].argmax(0).to(torch.uint8).cpu().numpy()

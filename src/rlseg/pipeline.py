@@ -14,7 +14,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from rlseg.cpu_slots import hold_cpu_slots, machine_cpus
-from rlseg.imageio import BadImageError, load_image
+from rlseg.imageio import BadImageError, load_image, pixel_batches
 from rlseg.ingest import (
     check_files,
     finalize_manifests,
@@ -207,14 +207,17 @@ def make_pseudo_gt(model_path: str, manifest: str, class_id: int, out_pairs: str
     crf_params = CrfParams(**crf) if crf is not None else None
     names = unique_stems(paths)  # x.jpg and x.png of one class keep a label each
     rows = []
-    for i in tqdm(range(0, len(paths), batch_size), desc="pseudo-gt", mininterval=5):
-        chunk = paths[i : i + batch_size]
-        images = [load_image(p) for p in chunk]  # decoded once: resized for the CNN, sized for the label
-        labels = segment(model, images, dev, class_id, resolution, crf_params, scales, flip)
-        for p, name, label in zip(chunk, names[i : i + batch_size], labels, strict=True):
-            out = child_path(outdir, name, ".png")
-            save_png(out, label, palette=pal)
-            rows.append({"image": p, "label": str(out), "object_fraction": round(float(label.mean() / class_id), 4)})
+    # each photo decoded once (resized for the CNN, sized for its label), a batch of them held at a time
+    decoded = ((p, name, load_image(p)) for p, name in zip(paths, names, strict=True))
+    with tqdm(total=len(paths), desc="pseudo-gt", mininterval=5) as bar:
+        for batch in pixel_batches(decoded, lambda item: item[2].width * item[2].height, batch_size):
+            labels = segment(model, [im for _, _, im in batch], dev, class_id, resolution, crf_params, scales, flip)
+            for (p, name, _), label in zip(batch, labels, strict=True):
+                out = child_path(outdir, name, ".png")
+                save_png(out, label, palette=pal)
+                rows.append({"image": p, "label": str(out),
+                             "object_fraction": round(float(label.mean() / class_id), 4)})
+            bar.update(len(batch))
     write_csv(out_pairs, rows, ["image", "label", "object_fraction"])
     log.info("pseudo ground truth: %d images -> %s", len(rows), outdir)
     return len(rows)
