@@ -165,6 +165,25 @@ def test_predict_at_several_scales_and_mirrored_writes_what_segment_gives(tmp_pa
         assert np.array_equal(np.array(Image.open(out / f"{Path(name).stem}.png")), want[0])
 
 
+
+def test_predict_labels_as_rlseg_trains_config_said_unless_told_otherwise(tmp_path):
+    from rlseg.inference import load_model, segment
+
+    folder, model = _images(tmp_path / "cls", [f"{i}.jpg" for i in range(4)]), tmp_path / "m.pt"
+    config = {"single_class": {"normal_epochs": 1, "anneal_epochs": 1, "resolutions": [64]},
+              "pseudo_gt": {"resolution": 96, "scales": [0.75, 1.0], "flip": True}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    assert cli(["train", str(folder), "--out", str(model), "--config", str(tmp_path / "c.yaml")]) == 0
+    loaded = load_model(model, torch.device("cpu"))
+    assert loaded.labelling == config["pseudo_gt"] and loaded.resolution == 64
+    image = load_image(folder / "0.jpg")
+    for flags, how in (([], {"resolution": 96, "scales": (0.75, 1.0), "flip": True}),
+                       (["--resolution", "64", "--scales", "1", "--no-flip"], {})):
+        out = tmp_path / f"out{len(flags)}"
+        assert cli(["predict", str(model), str(folder / "0.jpg"), "--out", str(out), *flags]) == 0
+        want = segment(loaded, [image], torch.device("cpu"), **how)[0]
+        assert np.array_equal(np.array(Image.open(out / "0.png")), want)
+
 def test_unique_stems_never_share_a_name():
     paths = ["a/x.jpg", "a/x.png", "b/x.jpg", "c/y.jpg", "d/X.JPG", "e/x_jpg.png"]
     names = unique_stems(paths)

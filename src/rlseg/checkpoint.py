@@ -20,8 +20,8 @@ import torch
 
 from rlseg.io import CheckpointMismatch, save_torch
 
-__all__ = ["CheckpointMismatch", "config_digest", "load_checkpoint", "load_weights", "resume", "rng_state",
-           "save_checkpoint", "save_weights", "set_rng_state"]
+__all__ = ["CheckpointMismatch", "add_meta", "config_digest", "load_checkpoint", "load_weights", "resume",
+           "rng_state", "save_checkpoint", "save_weights", "set_rng_state"]
 
 
 CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "epoch", "rng", "config", "digest")
@@ -142,6 +142,13 @@ def save_weights(path: str | os.PathLike, model: torch.nn.Module, meta: dict | N
     """Save a finished model: its architecture dict, state dict and metadata."""
     save_torch({"arch": json.dumps(model.arch, sort_keys=True), "state_dict": model.state_dict(),
                 "meta": json.dumps(meta or {}, default=str)}, path)
+
+
+def add_meta(path: str | os.PathLike, **items) -> None:
+    """Add ``items`` to a finished model's metadata; the file is written again atomically."""
+    blob = load_weights(path)
+    save_torch({"arch": json.dumps(blob["arch"], sort_keys=True), "state_dict": blob["state_dict"],
+                "meta": json.dumps({**blob["meta"], **items}, default=str)}, path)
 
 
 def load_weights(path: str | os.PathLike, model: torch.nn.Module | None = None) -> dict:

@@ -120,12 +120,16 @@ def _add_predict(sub) -> None:
     p.add_argument("--truth", type=Path, help="folder of true masks (<name>.png, object > 0 or 0/255): prints the "
                    "F-measure (beta^2 = 0.3, pooled) and Jaccard of the object")
     p.add_argument("--resolution", type=_at_least(32, multiple=32),
-                   help="side (px, a multiple of 32) a single-class model sees the images at; default its "
-                   "training resolution (the workflow's pseudo_gt.resolution)")
-    p.add_argument("--scales", type=_scale, nargs="+", default=[1.0], metavar="S",
+                   help="side (px, a multiple of 32) a single-class model sees the images at (the workflow's "
+                   "pseudo_gt.resolution); default what rlseg train's --config said (its pseudo_gt block), else the "
+                   "model's training resolution")
+    p.add_argument("--scales", type=_scale, nargs="+", metavar="S",
                    help="predict at these scales (of --resolution for a single-class model, of the image for a "
-                   "multi-class one) and average the probabilities, e.g. 0.75 1 1.25 [1]")
-    p.add_argument("--flip", action="store_true", help="average with the mirrored image's probabilities too")
+                   "multi-class one) and average the probabilities, e.g. 0.75 1 1.25; default what rlseg train's "
+                   "--config said, else 1")
+    p.add_argument("--flip", action=argparse.BooleanOptionalAction,
+                   help="average with the mirrored image's probabilities too; default what rlseg train's --config "
+                   "said, else no")
     p.add_argument("--batch-size", type=_at_least(1), default=16)
 
 

@@ -131,6 +131,21 @@ def _predict_batch(batch: list[tuple[Path, str, Image.Image]], model, dev, args:
     return len(batch)
 
 
+def _labelling(args: argparse.Namespace, model) -> None:
+    """Fill the labelling flags not given from what ``rlseg train``'s --config recorded in the model (its
+    pseudo_gt block: the recipe's labelling), else one pass at the model's own resolution."""
+    recorded = model.labelling or {}
+    if args.resolution is None:
+        args.resolution = recorded.get("resolution")
+    if args.scales is None:
+        args.scales = recorded.get("scales", [1.0])
+    if args.flip is None:
+        args.flip = recorded.get("flip", False)
+    if model.kind == "single_class":
+        log.info("labelling at %s px, scales %s%s", args.resolution or model.resolution, args.scales,
+                 ", mirrored" if args.flip else "")
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from rlseg.inference import load_model  # torch: see the module's imports
     from rlseg.runtime import resolve_device
@@ -148,6 +163,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     model = load_model(args.model, dev)
     if args.resolution is not None and model.kind != "single_class":
         raise InputError("--resolution applies to a single-class model; a multi-class model predicts at full size")
+    _labelling(args, model)
     args.out.mkdir(parents=True, exist_ok=True)
     cm = ConfusionMatrix(2) if args.truth else None
     failed: list[Path] = []

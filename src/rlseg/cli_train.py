@@ -9,6 +9,7 @@ from pathlib import Path
 
 import yaml
 
+from rlseg.checkpoint import add_meta
 from rlseg.config import check_single_class
 from rlseg.imageio import file_problem
 from rlseg.ingest import check_files, finalize_manifests, folder_images, write_manifest
@@ -19,9 +20,10 @@ from rlseg.settings import ConfigError, fill_defaults, schema, validate
 
 log = logging.getLogger("rlseg")
 
-__all__ = ["IMAGE_CHECKS", "cmd_train", "train_settings"]
+__all__ = ["IMAGE_CHECKS", "LABELLING", "cmd_train", "labelling_settings", "train_settings"]
 
 IMAGE_CHECKS = ("min_side", "max_pixels", "near_duplicate_bits")  # the images keys that decide which files train
+LABELLING = ("resolution", "scales", "flip")  # the pseudo_gt keys a model records for rlseg predict
 
 
 def train_settings(args: argparse.Namespace) -> dict:
@@ -45,9 +47,22 @@ def train_settings(args: argparse.Namespace) -> dict:
     return settings
 
 
-def _config_file(path: Path) -> dict:
-    """The single_class settings of a YAML file: its ``single_class`` block, or the file itself as that block; the
-    workflow's other blocks (a whole config such as configs/photos.yaml) are ignored, as they are for one folder."""
+def labelling_settings(config: Path | None) -> dict:
+    """How the model labels photos (``resolution``, ``scales``, ``flip``): the ``pseudo_gt`` block of a whole
+    ``--config`` (such as configs/photos.yaml), the schema's defaults for the rest; ``rlseg predict`` labels so
+    unless told otherwise."""
+    block = schema()["properties"]["pseudo_gt"]
+    loaded = _read_yaml(config) if config else {}
+    settings = copy.deepcopy(loaded.get("pseudo_gt") or {})
+    if not isinstance(settings, dict):
+        raise ConfigError(f"{config}: pseudo_gt must be a mapping of settings")
+    validate(settings, block, prefix="pseudo_gt.")
+    fill_defaults(block, settings)
+    return {k: settings[k] for k in LABELLING}
+
+
+def _read_yaml(path: Path) -> dict:
+    """A ``--config`` file's mapping; a file that cannot be read or is not a mapping is a :class:`ConfigError`."""
     problem = file_problem(path)
     if problem:  # a FIFO would block the read
         raise ConfigError(f"{path}: cannot read the --config file ({problem})")
@@ -60,6 +75,14 @@ def _config_file(path: Path) -> dict:
     loaded = {} if loaded is None else loaded
     if not isinstance(loaded, dict):
         raise ConfigError(f"{path}: a --config file is a mapping of settings, not a {type(loaded).__name__}")
+    return loaded
+
+
+def _config_file(path: Path) -> dict:
+    """The single_class settings of a YAML file: its ``single_class`` block, or the file itself as that block; the
+    workflow's other blocks (a whole config such as configs/photos.yaml) are ignored but for the labelling
+    (:func:`labelling_settings`), as they are for one folder."""
+    loaded = _read_yaml(path)
     if "single_class" in loaded:
         block = loaded["single_class"]
         if not isinstance(block, dict):
@@ -101,6 +124,7 @@ def _outside_inputs(path: Path, folders: list[Path], what: str) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     settings = train_settings(args)
+    labelling = labelling_settings(args.config)
     folders = [_folder(args.folder, "the class's images")]
     if args.negatives:
         folders.append(_folder(args.negatives, "--negatives"))
@@ -126,7 +150,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     run_single_class("object", str(manifest), manifests, classes, {c: i + 1 for i, c in enumerate(classes)},
                      settings, str(work), str(args.out), str(work / "history.csv"), base=base, device=args.device,
                      near_duplicate_bits=args.near_duplicate_bits)
-    log.info("model -> %s", args.out)
+    add_meta(args.out, labelling=labelling)  # rlseg predict labels as the workflow's pseudo_gt would
+    log.info("model -> %s (rlseg predict labels at %s px, scales %s%s by default)", args.out,
+             labelling["resolution"] or "its training resolution", labelling["scales"],
+             ", mirrored" if labelling["flip"] else "")
     return 0
 
 

@@ -38,12 +38,14 @@ def predict(model: torch.nn.Module, images: torch.Tensor, batch_size: int = 32,
 class LoadedModel:
     """A model read back from its weights file: ``kind`` is ``single_class`` or ``multiclass``; a single-class
     model runs at ``resolution`` px, a multi-class one sees a photo with its shorter side at most
-    ``max_short_side`` (that of its training photos; ``None`` in weights written before it was recorded)."""
+    ``max_short_side`` (that of its training photos; ``None`` in weights written before it was recorded).
+    ``labelling``: how ``rlseg train`` was told to label photos (``resolution``, ``scales``, ``flip``), if it was."""
 
     net: torch.nn.Module
     kind: str
     resolution: int
     max_short_side: int | None = None
+    labelling: dict | None = None
 
 
 def load_model(path: str | os.PathLike, device: torch.device) -> LoadedModel:
@@ -53,7 +55,7 @@ def load_model(path: str | os.PathLike, device: torch.device) -> LoadedModel:
         cap = None
         if "num_classes" in blob["arch"]:
             net, kind, res = build_multiclass(blob["arch"], pretrained=False), "multiclass", 0
-            cap = blob.get("meta", {}).get("max_short_side")
+            cap = blob["meta"].get("max_short_side")
         else:
             net, kind = build_unet(blob["arch"], pretrained=False), "single_class"
             res = int(blob["meta"].get("resolution", 128))
@@ -61,7 +63,7 @@ def load_model(path: str | os.PathLike, device: torch.device) -> LoadedModel:
     except (KeyError, TypeError, ValueError, RuntimeError) as err:  # an architecture or weights that do not fit
         what = " ".join(line.strip() for line in str(err).strip().splitlines()[:2])[:300] or type(err).__name__
         raise CheckpointMismatch(f"{path}: its weights do not fit the architecture it records ({what})") from None
-    return LoadedModel(net.to(device).eval(), kind, res, cap)
+    return LoadedModel(net.to(device).eval(), kind, res, cap, blob["meta"].get("labelling"))
 
 
 def scaled_sides(side: int, scales: Sequence[float]) -> list[int]:
