@@ -8,7 +8,7 @@ ECSSD photos enlarged, or the synthetic world's images without the shared data),
 ``pseudo_gt`` rule does with the photo preset's labelling (``configs/photos.yaml``: resolution, scales, flip;
 the packaged start as the class CNN, batch 32), once with the bound and once without it, each in a fresh process.
 Then the multi-class network (DeepLabV3+ on EfficientNet-Lite0, 21 classes, untrained: memory does not depend on
-the weights) labels ``--mc-photos`` of them as the preset's evaluation does (three scales, mirrored), seen at its
+the weights) labels ``--mc-photos`` of them as the preset's ``eval`` block does (its scales and mirroring), seen at its
 training cap (``multiclass.max_short_side``) and at full size. Prints one JSON line per run (peak RSS in MB, wall
 seconds) and whether the single-class labels are the same.
 
@@ -52,12 +52,12 @@ import sys, torch
 from PIL import Image
 from rlseg.models import build_multiclass
 from rlseg.multiclass import predict_full
-cap, threads, *photos = sys.argv[1:]
+cap, threads, scales, flip, *photos = sys.argv[1:]
 torch.set_num_threads(int(threads))
 net = build_multiclass({"arch": "deeplabv3plus", "num_classes": 21}, pretrained=False).eval()
 for p in photos:
-    predict_full(net, Image.open(p).convert("RGB"), torch.device("cpu"), (0.75, 1.0, 1.25), True,
-                 None if cap == "none" else int(cap))
+    predict_full(net, Image.open(p).convert("RGB"), torch.device("cpu"), [float(s) for s in scales.split(",")],
+                 flip == "1", None if cap == "none" else int(cap))
 """
 
 
@@ -95,7 +95,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--mc-photos", type=int, default=2)
     args = ap.parse_args()
-    preset = yaml.safe_load((REPO / "configs" / "photos.yaml").read_text())["pseudo_gt"]
+    recipe = yaml.safe_load((REPO / "configs" / "photos.yaml").read_text())
+    preset, evaluation = recipe["pseudo_gt"], recipe["eval"]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         paths = large_photos(args.data, args.photos, args.megapixels, tmp / "photos")
@@ -117,7 +118,8 @@ def main() -> None:
         print(json.dumps({"figure": "labels_identical", "value": same}), flush=True)
         mc_cap = defaults("multiclass")["max_short_side"]
         for cap in (str(mc_cap), "none"):
-            peak, wall = run_job(MC_JOB, [cap, str(args.threads), *map(str, paths[: args.mc_photos])])
+            peak, wall = run_job(MC_JOB, [cap, str(args.threads), ",".join(map(str, evaluation["scales"])),
+                                          "1" if evaluation["flip"] else "0", *map(str, paths[: args.mc_photos])])
             print(json.dumps({"figure": "multiclass_peak_rss_mb", "max_short_side": cap, "value": round(peak),
                               "wall_s": round(wall, 1), "photos": args.mc_photos,
                               "megapixels": args.megapixels}), flush=True)

@@ -467,9 +467,10 @@ def test_broken_config_files_are_one_line_errors(tmp_path, caplog, text, word):
 
 
 def test_train_takes_the_photo_preset_as_its_config(tmp_path):
-    from rlseg.cli_train import _config_file
+    from rlseg.cli_train import read_config, single_class_block
 
-    settings = _config_file(REPO / "configs" / "photos.yaml")
+    path = REPO / "configs" / "photos.yaml"
+    settings = single_class_block(read_config(path), path)
     assert settings["resolutions"] == [128, 256] and "multiclass" not in settings
 
 

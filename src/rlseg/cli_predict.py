@@ -17,6 +17,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from rlseg.imageio import (
     DECODER_ERRORS,
     BadImageError,
+    last_image_pixels,
     load_image,
     overlay,
     pixel_batches,
@@ -170,7 +171,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     done = 0
     t0 = time.time()
     with logging_redirect_tqdm(), tqdm(total=len(files), desc="predict", mininterval=5) as bar:
-        for batch in pixel_batches(_decoded(files, names, failed, bar), lambda item: item[2].width * item[2].height,
+        for batch in pixel_batches(_decoded(files, names, failed, bar), last_image_pixels,
                                    args.batch_size):
             done += _predict_batch(batch, model, dev, args, cm, failed)
             bar.update(len(batch))

@@ -20,19 +20,20 @@ from rlseg.settings import ConfigError, fill_defaults, schema, validate
 
 log = logging.getLogger("rlseg")
 
-__all__ = ["IMAGE_CHECKS", "LABELLING", "cmd_train", "labelling_settings", "train_settings"]
+__all__ = ["IMAGE_CHECKS", "LABELLING", "cmd_train", "labelling_settings", "read_config", "single_class_block",
+           "train_settings"]
 
 IMAGE_CHECKS = ("min_side", "max_pixels", "near_duplicate_bits")  # the images keys that decide which files train
 LABELLING = ("resolution", "scales", "flip")  # the pseudo_gt keys a model records for rlseg predict
 
 
-def train_settings(args: argparse.Namespace) -> dict:
-    """The single_class settings: the schema's defaults, then the YAML file, then the flags; validated and checked
-    as the workflow checks them."""
+def train_settings(args: argparse.Namespace, loaded: dict | None = None) -> dict:
+    """The single_class settings: the schema's defaults, then the ``--config`` file (``loaded``: its mapping, read
+    here when not given), then the flags; validated and checked as the workflow checks them."""
     block = schema()["properties"]["single_class"]
     settings: dict = {}
     if args.config:
-        settings.update(_config_file(args.config))
+        settings.update(single_class_block(read_config(args.config) if loaded is None else loaded, args.config))
     for key in block["properties"]:
         value = getattr(args, key, None)
         if value is not None:
@@ -47,12 +48,11 @@ def train_settings(args: argparse.Namespace) -> dict:
     return settings
 
 
-def labelling_settings(config: Path | None) -> dict:
+def labelling_settings(loaded: dict, config: Path | None) -> dict:
     """How the model labels photos (``resolution``, ``scales``, ``flip``): the ``pseudo_gt`` block of a whole
-    ``--config`` (such as configs/photos.yaml), the schema's defaults for the rest; ``rlseg predict`` labels so
-    unless told otherwise."""
+    ``--config`` file (``loaded``, read from ``config``; such as configs/photos.yaml), the schema's defaults for the
+    rest; ``rlseg predict`` labels so unless told otherwise."""
     block = schema()["properties"]["pseudo_gt"]
-    loaded = _read_yaml(config) if config else {}
     settings = copy.deepcopy(loaded.get("pseudo_gt") or {})
     if not isinstance(settings, dict):
         raise ConfigError(f"{config}: pseudo_gt must be a mapping of settings")
@@ -61,7 +61,7 @@ def labelling_settings(config: Path | None) -> dict:
     return {k: settings[k] for k in LABELLING}
 
 
-def _read_yaml(path: Path) -> dict:
+def read_config(path: Path) -> dict:
     """A ``--config`` file's mapping; a file that cannot be read or is not a mapping is a :class:`ConfigError`."""
     problem = file_problem(path)
     if problem:  # a FIFO would block the read
@@ -78,11 +78,11 @@ def _read_yaml(path: Path) -> dict:
     return loaded
 
 
-def _config_file(path: Path) -> dict:
-    """The single_class settings of a YAML file: its ``single_class`` block, or the file itself as that block; the
-    workflow's other blocks (a whole config such as configs/photos.yaml) are ignored but for the labelling
-    (:func:`labelling_settings`), as they are for one folder."""
-    loaded = _read_yaml(path)
+def single_class_block(loaded: dict, path: Path) -> dict:
+    """The single_class settings of a ``--config`` file's mapping (``loaded``, read from ``path``): its
+    ``single_class`` block, or the file itself as that block; the workflow's other blocks (a whole config such as
+    configs/photos.yaml) are ignored but for the labelling (:func:`labelling_settings`), as they are for one
+    folder."""
     if "single_class" in loaded:
         block = loaded["single_class"]
         if not isinstance(block, dict):
@@ -123,8 +123,9 @@ def _outside_inputs(path: Path, folders: list[Path], what: str) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    settings = train_settings(args)
-    labelling = labelling_settings(args.config)
+    loaded = read_config(args.config) if args.config else {}
+    settings = train_settings(args, loaded)
+    labelling = labelling_settings(loaded, args.config)
     folders = [_folder(args.folder, "the class's images")]
     if args.negatives:
         folders.append(_folder(args.negatives, "--negatives"))

@@ -25,8 +25,8 @@ BATCH_PIXELS = 16_000_000
 T = TypeVar("T")
 
 __all__ = ["BATCH_PIXELS", "IMAGE_SUFFIXES", "MAX_PIXELS", "MIN_SIDE", "BadImageError", "file_problem", "load_image",
-           "load_mask", "overlay", "pixel_batches", "regular_file", "to_rgb", "upright_size", "voc_palette",
-           "voc_palette_array"]
+           "last_image_pixels", "load_mask", "overlay", "pixel_batches", "regular_file", "to_rgb", "upright_size",
+           "voc_palette", "voc_palette_array"]
 
 
 def voc_palette(n: int = 256) -> list[int]:
@@ -232,6 +232,13 @@ def overlay(image: Image.Image, label: np.ndarray, palette: np.ndarray, alpha: f
     mask = (label > 0) & (label != 255)
     rgb[mask] = (1 - alpha) * rgb[mask] + alpha * colour[mask]
     return Image.fromarray(rgb.round().astype(np.uint8))
+
+
+def last_image_pixels(item: tuple) -> int:
+    """Pixels of the image that ends ``item`` (a ``(path, name, image)`` tuple of decoded photos), for
+    :func:`pixel_batches`."""
+    image = item[-1]
+    return image.width * image.height
 
 
 def pixel_batches(items: Iterable[T], pixels: Callable[[T], int], batch_size: int,

@@ -14,7 +14,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from rlseg.cpu_slots import hold_cpu_slots, machine_cpus
-from rlseg.imageio import BadImageError, load_image, pixel_batches
+from rlseg.imageio import BadImageError, last_image_pixels, load_image, pixel_batches
 from rlseg.ingest import (
     check_files,
     finalize_manifests,
@@ -210,7 +210,7 @@ def make_pseudo_gt(model_path: str, manifest: str, class_id: int, out_pairs: str
     # each photo decoded once (resized for the CNN, sized for its label), a batch of them held at a time
     decoded = ((p, name, load_image(p)) for p, name in zip(paths, names, strict=True))
     with tqdm(total=len(paths), desc="pseudo-gt", mininterval=5) as bar:
-        for batch in pixel_batches(decoded, lambda item: item[2].width * item[2].height, batch_size):
+        for batch in pixel_batches(decoded, last_image_pixels, batch_size):
             labels = segment(model, [im for _, _, im in batch], dev, class_id, resolution, crf_params, scales, flip)
             for (p, name, _), label in zip(batch, labels, strict=True):
                 out = child_path(outdir, name, ".png")
