@@ -294,3 +294,43 @@ def test_negative_epoch_sees_only_its_sample(tmp_path):
     fit(model, images, stage_plans(cfg, "negative"), cfg, tmp_path / "n.pt", {"n": 1}, negatives=negatives,
         device=torch.device("cpu"))
     assert sum(seen) == 3 * (6 + 3)  # each epoch: the class's 6 images and ceil(0.5 x 6) negatives
+
+
+def test_auto_volumetric_target_is_the_starts_object_size_and_resumes(tmp_path):
+    from rlseg.train import start_object_fraction
+
+    images, _ = tiny_data()
+    start = build_unet(SingleClassConfig(**TINY).arch)
+    save_weights(tmp_path / "start.pt", start)
+    expected = start_object_fraction(start, images, torch.device("cpu"))
+    cfg = SingleClassConfig(**{**TINY, "vol_target": "auto", "vol_minimum": 0.0})
+    out = train_single_class(cfg, lambda r: (images, None, None), tmp_path / "a", init_weights=tmp_path / "start.pt",
+                             on_epoch=None, device="cpu")
+    recorded = load_weights(out["final"])["meta"]["vol_target"]
+    assert recorded == pytest.approx(round(expected, 4)) and 0 < recorded < 1
+    # the floor: a target never asks for less object than each image must have
+    floored = SingleClassConfig(**{**TINY, "vol_target": "auto", "vol_minimum": 0.99})
+    out = train_single_class(floored, lambda r: (images, None, None), tmp_path / "b",
+                             init_weights=tmp_path / "start.pt", on_epoch=None, device="cpu")
+    assert load_weights(out["final"])["meta"]["vol_target"] == 0.99
+    with pytest.raises(ValueError, match="starting model"):
+        train_single_class(cfg, lambda r: (images, None, None), tmp_path / "c", on_epoch=None, device="cpu")
+
+    def stop(row):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):  # cut off after its first epoch; the rerun estimates the same target
+        train_single_class(cfg, lambda r: (images, None, None), tmp_path / "d", init_weights=tmp_path / "start.pt",
+                           on_epoch=stop, device="cpu")
+    out = train_single_class(cfg, lambda r: (images, None, None), tmp_path / "d", init_weights=tmp_path / "start.pt",
+                             on_epoch=None, device="cpu")
+    assert len(out["history"]) == 2 and load_weights(out["final"])["meta"]["vol_target"] == recorded
+
+
+def test_auto_volumetric_target_needs_the_base_start():
+    from rlseg.config import check_single_class
+    from rlseg.settings import ConfigError, defaults
+
+    check_single_class({**defaults("single_class"), "vol_target": "auto", "init": "base"})
+    with pytest.raises(ConfigError, match="vol_target: auto.*init: base"):
+        check_single_class({**defaults("single_class"), "vol_target": "auto", "init": "anneal"})

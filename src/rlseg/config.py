@@ -98,6 +98,9 @@ def check_single_class(sc: dict, label_resolution: int | None = None) -> None:
             raise ConfigError(f"{key}: {r} is not a multiple of 32 (the U-Net downsamples 5x)")
     if sc["sigma_start"] > sc["sigma_end"]:
         raise ConfigError("single_class.sigma_start must not exceed single_class.sigma_end")
+    if sc["vol_target"] == "auto" and sc.get("init") != "base":
+        raise ConfigError("single_class.vol_target: auto estimates the object size with the base model, the start "
+                          "of each class; it needs single_class.init: base")
     check_unet(sc)
 
 

@@ -51,7 +51,7 @@ class SingleClassConfig:
     negatives_in_positional: bool = _SC["negatives_in_positional"]
     negative_ratio: float = _SC["negative_ratio"]  # negatives per own image, drawn afresh; 0: all, every epoch
     lambda_s: float = _SC["lambda_s"]
-    vol_target: float = _SC["vol_target"]
+    vol_target: float | str = _SC["vol_target"]  # "auto": train_single_class estimates it from the start
     vol_minimum: float = _SC["vol_minimum"]
     border_width: int = _SC["border_width"]
     diagonal: bool = _SC["diagonal"]
