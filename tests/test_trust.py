@@ -466,6 +466,13 @@ def test_broken_config_files_are_one_line_errors(tmp_path, caplog, text, word):
     assert word in caplog.text and "c.yaml" in caplog.text
 
 
+def test_auto_volumetric_target_without_a_start_is_a_one_line_error(tmp_path, caplog):
+    folder = _images(tmp_path / "cls", ["a.jpg"])
+    assert cli(["train", str(folder), "--out", str(tmp_path / "m.pt"), "--vol-target", "auto", "--init", "anneal"]) == 2
+    assert "single_class.vol_target: auto" in caplog.text and "init: base" in caplog.text
+    assert not (tmp_path / "m.pt").exists()
+
+
 def test_train_takes_the_photo_preset_as_its_config(tmp_path):
     from rlseg.cli_train import read_config, single_class_block
 
