@@ -297,12 +297,12 @@ def test_negative_epoch_sees_only_its_sample(tmp_path):
 
 
 def test_auto_volumetric_target_is_the_starts_object_size_and_resumes(tmp_path):
-    from rlseg.train import start_object_fraction
+    from rlseg.inference import predict
 
     images, _ = tiny_data()
     start = build_unet(SingleClassConfig(**TINY).arch)
     save_weights(tmp_path / "start.pt", start)
-    expected = start_object_fraction(start, images, torch.device("cpu"))
+    expected = float(predict(start, images, TINY["batch_size"], torch.device("cpu")).mean())
     cfg = SingleClassConfig(**{**TINY, "vol_target": "auto", "vol_minimum": 0.0})
     out = train_single_class(cfg, lambda r: (images, None, None), tmp_path / "a", init_weights=tmp_path / "start.pt",
                              on_epoch=None, device="cpu")

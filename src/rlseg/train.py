@@ -20,6 +20,7 @@ from tqdm import tqdm
 from rlseg.checkpoint import load_weights, resume, save_checkpoint, save_weights
 from rlseg.data import to_float
 from rlseg.feature_cache import FeatureCache, batch_images, epoch_batches
+from rlseg.inference import predict
 from rlseg.losses import gt_loss
 from rlseg.metrics import ConfusionMatrix, f_measure, jaccard
 from rlseg.models import SingleClassUNet, build_unet
@@ -157,19 +158,6 @@ def _log_row(row: dict) -> None:
     log.info("%s epoch %d: %s (%.1fs)", row["stage"], row["epoch"], terms, row["seconds"])
 
 
-@torch.no_grad()
-def start_object_fraction(model: SingleClassUNet, images: torch.Tensor, device: torch.device,
-                          batch_size: int = 32) -> float:
-    """The mean object probability a starting model gives uint8 ``images`` [N, 3, H, W]: the object size the class's
-    photos show as it sees them (``vol_target: auto``)."""
-    model.to(device).eval()
-    total = 0.0
-    for i in range(0, len(images), batch_size):
-        with autocast(device):
-            total += float(model(to_float(images[i : i + batch_size], device))[:, 1].float().mean(dim=(1, 2)).sum())
-    return total / max(len(images), 1)
-
-
 def train_single_class(
     cfg: SingleClassConfig,
     load: Callable[[int], tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]],
@@ -205,20 +193,21 @@ def train_single_class(
     final = None
     loaded: dict[int, tuple] = {}
     if cfg.vol_target == "auto":
-        # from the start's weights before any training (the same on a resumed run), at the last resolution: the
-        # sharpest view of the photos (ECSSD's train fold: 0.36 at 128 px, 0.31 at 256, its objects 0.23)
+        # the object size the class's photos show to the start, before any training (the same on a resumed run),
+        # at the last resolution: the sharpest view of them (ECSSD's train fold: 0.36 at 128 px, 0.31 at 256, its
+        # objects 0.23)
         last = cfg.resolutions[-1]
         loaded[last] = load(last)
-        fraction = start_object_fraction(model, loaded[last][0], dev, cfg.batch_size)
+        fraction = float(predict(model, loaded[last][0], cfg.batch_size, dev).mean())
         cfg = replace(cfg, vol_target=round(max(fraction, cfg.vol_minimum), 4))
         log.info("vol_target auto: %.4f (the start's mean object probability %.4f on %d images at %d px)",
                  cfg.vol_target, fraction, len(loaded[last][0]), last)
+    # the cache size and the CPU kernels are not part of what a checkpoint must match: they change speed and float
+    # rounding, not the run
+    settings = {k: v for k, v in asdict(cfg).items() if k not in ("feature_cache_mb", "cpu_kernels")}
+    base = {"single_class": settings, "init": str(init_weights) if init_weights else "anneal"}
     for ri, res in enumerate(cfg.resolutions):
         images, negatives, masks = loaded.pop(res) if res in loaded else load(res)
-        # the cache size and the CPU kernels are not part of what a checkpoint must match: they change speed and
-        # float rounding, not the run
-        settings = {k: v for k, v in asdict(cfg).items() if k not in ("feature_cache_mb", "cpu_kernels")}
-        base = {"single_class": settings, "init": str(init_weights) if init_weights else "anneal"}
         stages = stage_sequence(cfg, ri, init_weights is not None, with_negatives)
         plans = [p for s in stages for p in stage_plans(cfg, s)]
         run_config = {**base, "resolution": res, "stages": stages}
