@@ -107,6 +107,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=2, help="timed epochs per single-class timing")
     ap.add_argument("--multiclass-batch", type=int, default=2)
     ap.add_argument("--multiclass-steps", type=int, default=2)
+    ap.add_argument("--multiclass-crop", type=int, default=None,
+                    help="crop side of the multi-class timing (default: the config's multiclass.crop)")
     ap.add_argument("--gpu-tflops", type=float, default=100.0,
                     help="effective TFLOP/s assumed for one modern GPU where none is measured (bf16: about a third "
                          "of an A100's dense peak, a tenth of an H100's)")
@@ -118,6 +120,8 @@ def main() -> None:
     cfg = load_config(args.config)
     dev = resolve_device(args.device or cfg["device"])
     sc, mc = cfg["single_class"], cfg["multiclass"]
+    if args.multiclass_crop is not None:
+        mc = {**mc, "crop": args.multiclass_crop}
     settings = {k: v for k, v in sc.items() if k not in ("init", "negatives")}
     scfg = SingleClassConfig.from_dict(settings)
     classes = len(cfg["classes"])
