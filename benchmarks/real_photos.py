@@ -192,6 +192,8 @@ def main() -> None:
     pseudo_labels = tuple(f"results/pseudo_gt/{c}/pairs.csv" for c in classes)
     rows = []
     for name in args.only:
+        # a finished run is reused: its wall time is then Snakemake's check, not the run's
+        reused = (work / name / (pseudo_labels[0] if args.pseudo_labels_only else SCORES[0])).is_file()
         wall = run_workflow(work / name, [args.preset, args.config], overrides[name], args.cores,
                             pseudo_labels if args.pseudo_labels_only else SCORES)
         results = work / name / "results"
@@ -208,7 +210,7 @@ def main() -> None:
             seed_key = {"seed": sc_seed} if len(sc_seeds) > 1 else {}
             rows.append(emit(f"{name}_pseudo_label_jaccard", value=round(float(np.mean(list(jac.values()))), 4),
                              per_class=jac, **seed_key))
-        rows.append(emit(f"{name}_wall_s", value=round(wall, 1), per_stage=stage_seconds(results)))
+        rows.append(emit(f"{name}_wall_s", value=round(wall, 1), per_stage=stage_seconds(results), reused=reused))
         seeds = [] if args.pseudo_labels_only else args.seeds if name == "main" else args.seeds[:1]
         for n, seed in enumerate(seeds):
             with_bound = args.upper_bound_seeds is None or n < args.upper_bound_seeds
@@ -259,7 +261,8 @@ def summary(rows: list[dict]) -> None:
         checks["no class's pseudo-label Jaccard below 0.55"] = min(jac.values()) >= 0.55
     if "main_miou" in v:
         checks["pipeline mIoU (mean over seeds) >= 68"] = v["main_miou"] >= 68
-        checks["whole MSRC run <= 30 min"] = v["main_wall_s"] <= 1800
+        if not got["main_wall_s"]["reused"]:
+            checks["whole MSRC run <= 30 min"] = v["main_wall_s"] <= 1800
     if "upper_bound_miou" in v:
         checks["pipeline >= 0.88 x upper bound (means over seeds)"] = v["main_miou"] >= 0.88 * v["upper_bound_miou"]
     if "folders_pseudo_label_jaccard" in v:

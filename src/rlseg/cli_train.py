@@ -9,22 +9,20 @@ from pathlib import Path
 
 import yaml
 
-from rlseg.checkpoint import add_meta
 from rlseg.config import check_single_class
 from rlseg.imageio import file_problem
 from rlseg.ingest import check_files, finalize_manifests, folder_images, write_manifest
 from rlseg.io import InputError, within
 from rlseg.packaged import check_packaged
 from rlseg.pipeline import run_base_model, run_single_class, setup_job
-from rlseg.settings import ConfigError, fill_defaults, schema, validate
+from rlseg.settings import ConfigError, fill_defaults, labelling_of, schema, validate
 
 log = logging.getLogger("rlseg")
 
-__all__ = ["IMAGE_CHECKS", "LABELLING", "cmd_train", "labelling_settings", "read_config", "single_class_block",
+__all__ = ["IMAGE_CHECKS", "cmd_train", "labelling_settings", "read_config", "single_class_block",
            "train_settings"]
 
 IMAGE_CHECKS = ("min_side", "max_pixels", "near_duplicate_bits")  # the images keys that decide which files train
-LABELLING = ("resolution", "scales", "flip")  # the pseudo_gt keys a model records for rlseg predict
 
 
 def train_settings(args: argparse.Namespace, loaded: dict | None = None) -> dict:
@@ -58,7 +56,7 @@ def labelling_settings(loaded: dict, config: Path | None) -> dict:
         raise ConfigError(f"{config}: pseudo_gt must be a mapping of settings")
     validate(settings, block, prefix="pseudo_gt.")
     fill_defaults(block, settings)
-    return {k: settings[k] for k in LABELLING}
+    return labelling_of(settings)
 
 
 def read_config(path: Path) -> dict:
@@ -150,8 +148,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     log.info("training on %d images of %s; checkpoints and history in %s", n, args.folder, work)
     run_single_class("object", str(manifest), manifests, classes, {c: i + 1 for i, c in enumerate(classes)},
                      settings, str(work), str(args.out), str(work / "history.csv"), base=base, device=args.device,
-                     near_duplicate_bits=args.near_duplicate_bits)
-    add_meta(args.out, labelling=labelling)  # rlseg predict labels as the workflow's pseudo_gt would
+                     near_duplicate_bits=args.near_duplicate_bits, labelling=labelling)
     log.info("model -> %s (rlseg predict labels at %s px, scales %s%s by default)", args.out,
              labelling["resolution"] or "its training resolution", labelling["scales"],
              ", mirrored" if labelling["flip"] else "")

@@ -145,13 +145,16 @@ def run_single_class(
     masks_dir: str | None = None,
     device: str = "auto",
     near_duplicate_bits: int = 4,
+    labelling: dict | None = None,
 ) -> dict:
     """Train one class's U-Net through its stages; negatives are the other classes' images that are not (near-)
     duplicates of the class's own (:func:`rlseg.ingest.negative_paths`), and a negatives folder where the source
-    has one. True masks, where they exist, are read for monitoring only."""
+    has one. True masks, where they exist, are read for monitoring only. ``labelling`` (:func:`rlseg.settings.
+    labelling_of`: how the run makes its pseudo labels) is recorded in the model, for ``rlseg predict``."""
     # torch and the training code: the job's setup_job runs first, and the seconds-long jobs never load them
     import torch
 
+    from rlseg.checkpoint import add_meta
     from rlseg.data import load_images, load_label_masks
     from rlseg.schedule import single_class_settings
     from rlseg.train import train_single_class
@@ -182,6 +185,8 @@ def run_single_class(
     out = train_single_class(cfg, load, outdir, init_weights=base, device=device, with_negatives=use_negatives)
     with atomic_path(model_out) as tmp:
         shutil.copyfile(out["final"], tmp)
+        if labelling is not None:
+            add_meta(tmp, labelling=labelling)
     write_csv(history_out, out["history"])
     log.info("class %s: model -> %s, history -> %s (%.1f s)", cls, model_out, history_out, out["seconds"])
     return out

@@ -16,8 +16,10 @@ import yaml
 # the package carries the schema (workflow/schemas/ links to it), so the library works outside a checkout
 SCHEMA = Path(__file__).resolve().with_name("config.schema.yaml")
 
-__all__ = ["SCHEMA", "ConfigError", "allowed", "check_choice", "defaults", "fill_defaults", "merge", "read_config",
-           "schema", "validate"]
+__all__ = ["LABELLING", "SCHEMA", "ConfigError", "allowed", "check_choice", "defaults", "fill_defaults", "labelling_of",
+           "merge", "read_config", "schema", "validate"]
+
+LABELLING = ("resolution", "scales", "flip")  # the pseudo_gt keys a single-class model records for rlseg predict
 
 
 class ConfigError(ValueError):
@@ -116,3 +118,9 @@ def read_config(*paths: str | os.PathLike, overrides: dict | None = None,
     validate(config, sch)
     fill_defaults(sch, config)
     return config
+
+
+def labelling_of(pseudo_gt: dict) -> dict:
+    """How a single-class model labels photos, from a complete ``pseudo_gt`` block: what the model records, so
+    that ``rlseg predict`` labels as the workflow's pseudo labels were made."""
+    return {k: pseudo_gt[k] for k in LABELLING}
