@@ -105,6 +105,20 @@ def test_output_paths_stay_in_their_folder(tmp_path):
 # 2 and 3: no output replaces an input or another output ------------------------------------------------------------
 
 
+@pytest.mark.parametrize("make", [True, False], ids=["existing", "new"])
+def test_train_refuses_a_folder_as_its_model_file_before_any_work(tmp_path, make, capsys, caplog):
+    folder = _images(tmp_path / "photos", ["photo.png"])
+    out = tmp_path / "models"
+    if make:
+        out.mkdir()
+    try:
+        status = cli(["train", str(folder), "--out", f"{out}{os.sep}"])
+    except SystemExit as stop:  # argparse's own refusal
+        status = stop.code
+    assert status == 2 and "name the model file" in capsys.readouterr().err + caplog.text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["models", "photos"] if make else ["photos"]
+
+
 def test_predict_refuses_an_out_folder_that_holds_an_input(tmp_path):
     folder = _images(tmp_path / "photos", ["photo.png"])
     before = (folder / "photo.png").read_bytes()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -72,8 +73,15 @@ def _flag_type(spec: dict):
     return {"integer": int, "number": float}.get(types, str)
 
 
-def _add_out_and_device(p: argparse.ArgumentParser, out_help: str) -> None:
-    p.add_argument("--out", type=Path, required=True, help=out_help)
+def _model_file(text: str) -> Path:
+    """An argparse type: a file to write, not a folder (a trailing separator says folder, which Path drops)."""
+    if text.endswith(("/", os.sep)):
+        raise argparse.ArgumentTypeError(f"{text} names a folder; name the model file to write (e.g. {text}model.pt)")
+    return Path(text)
+
+
+def _add_out_and_device(p: argparse.ArgumentParser, out_help: str, out_type=Path) -> None:
+    p.add_argument("--out", type=out_type, required=True, help=out_help)
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
 
 
@@ -83,7 +91,7 @@ def _add_train(sub) -> None:
                        "images (no masks), through the same stages and code as the workflow's train_single_class "
                        "rule. Settings are the config's single_class keys.")
     p.add_argument("folder", type=Path, help="folder of the class's images (.jpg, .jpeg, .png)")
-    _add_out_and_device(p, "the model file to write (e.g. horse.pt)")
+    _add_out_and_device(p, "the model file to write (e.g. horse.pt)", _model_file)
     p.add_argument("--negatives", type=Path, help="folder of images without the class (runs the negative stage)")
     p.add_argument("--config", type=Path, help="YAML with single_class settings (a single_class: block, or its keys)")
     p.add_argument("--threads", type=_at_least(1), default=None, help="CPU threads (default: torch's)")
