@@ -129,6 +129,7 @@ def main() -> None:
                           "setting": VARIANTS.get(name, THRESHOLDS.get(name, MIXES.get(name))),
                           "resolution": resolution,
                           "scales": args.scales, "flip": args.flip, "model": source,
+                          **({"mixed_with": str(args.mix_with)} if name in MIXES else {}),
                           "value": round(float(np.mean(list(per_class.values()))), 4),
                           "lowest": min(per_class.items(), key=lambda kv: kv[1]), "per_class": per_class,
                           "seconds": round(seconds[name], 1)}), flush=True)

@@ -116,7 +116,7 @@ def test_train_refuses_a_folder_as_its_model_file_before_any_work(tmp_path, make
     except SystemExit as stop:  # argparse's own refusal
         status = stop.code
     assert status == 2 and "name the model file" in capsys.readouterr().err + caplog.text
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["models", "photos"] if make else ["photos"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == (["models", "photos"] if make else ["photos"])
 
 
 def test_predict_refuses_an_out_folder_that_holds_an_input(tmp_path):
