@@ -86,6 +86,29 @@ def test_paper_config_plans_the_full_dag_offline(tmp_path):
     assert "download_voc2012          1" in stats
 
 
+def _multiclass_jobs(stdout: str) -> dict[str, dict[str, str]]:
+    """variant -> the dry run's fields (threads, priority) of each train_multiclass job."""
+    jobs = {}
+    for block in stdout.split("rule train_multiclass:")[1:]:
+        fields = dict(line.strip().split(": ", 1) for line in block.split("\n[")[0].splitlines()[1:] if ": " in line)
+        jobs[fields["wildcards"].split("=")[1]] = fields
+    return jobs
+
+
+@pytest.mark.parametrize(("targets", "threads"), [
+    (("results/voc_miou.txt",), {"pseudo_gt": "4"}),
+    (("results/voc_miou.txt", "results/upper_bound_miou.txt"), {"pseudo_gt": "2", "ground_truth": "2"}),
+    ((), {"pseudo_gt": "2", "ground_truth": "2"}),
+])
+def test_multiclass_networks_share_the_cores_and_the_pipeline_goes_first(tmp_path, targets, threads):
+    """The run's cores are shared by the multi-class networks it trains, so that the upper bound's trains beside
+    the pipeline's instead of before it; the pipeline's jobs have the scheduler's priority."""
+    proc = snakemake(tmp_path, "-n", "--cores", "4", *targets, configs=(REPO / "config.yaml",))
+    jobs = _multiclass_jobs(proc.stdout)
+    assert {v: f.get("threads", "1") for v, f in jobs.items()} == threads, proc.stdout
+    assert jobs["pseudo_gt"].get("priority") == "1" and jobs.get("ground_truth", {}).get("priority", "0") == "0"
+
+
 @pytest.mark.parametrize(("eval_root", "downloads"), [("data/voc", 1), ("data/voc_eval", 2)])
 def test_one_voc_folder_is_downloaded_once(tmp_path, eval_root, downloads):
     """PascalSingle and the evaluation set read VOC 2012 from one folder: one download job, both wait for it."""

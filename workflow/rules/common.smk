@@ -129,6 +129,28 @@ def ingest_settings():
     return {k: config["images"][k] for k in keys}
 
 
+def networks_trained():
+    """How many multi-class networks this run trains side by side: the upper bound's beside the pipeline's when it
+    is asked for (the default target, or a target of its own)."""
+    if not UPPER_BOUND:
+        return 1
+    targets = getattr(workflow.dag_settings, "targets", None) or {"all"}
+    return 2 if any(t == "all" or "upper_bound" in t or "ground_truth" in t for t in targets) else 1
+
+
+def multiclass_threads(wildcards):
+    """``multiclass.threads``, else the run's cores shared by the multi-class networks it trains (at least the
+    top-level threads): on a laptop the two networks then train side by side instead of one after the other."""
+    if config["multiclass"]["threads"]:
+        return config["multiclass"]["threads"]
+    return max(config["threads"], (workflow.resource_settings.cores or 0) // networks_trained())
+
+
+def pipeline_first(wildcards):
+    """The scheduler's priority: the jobs toward results/voc_miou.txt before the upper bound's."""
+    return 0 if wildcards.get("variant") == "ground_truth" else 1
+
+
 def multiclass_settings():
     """The multi-class network's settings; its thread count is the rule's, not a setting of the network."""
     return {k: v for k, v in config["multiclass"].items() if k != "threads"}

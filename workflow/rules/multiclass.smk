@@ -16,7 +16,8 @@ rule train_multiclass:
         f"{R}/benchmarks/train_multiclass/{{variant}}.tsv"
     # a failed or preempted job resumes from its last epoch's checkpoint
     retries: 2
-    threads: config["multiclass"]["threads"] or config["threads"]
+    priority: pipeline_first
+    threads: multiclass_threads
     resources:
         mem_mb=16000,
         runtime=1440,
@@ -40,6 +41,7 @@ rule predict:
         f"{R}/logs/predict/{{variant}}.log",
     benchmark:
         f"{R}/benchmarks/predict/{{variant}}.tsv"
+    priority: pipeline_first
     threads: config["threads"]
     resources:
         mem_mb=8000,

@@ -15,6 +15,7 @@ rule train_base_model:
         f"{R}/logs/train_base_model.log",
     benchmark:
         f"{R}/benchmarks/train_base_model.tsv"
+    priority: pipeline_first
     # a failed or preempted job resumes from its last epoch's checkpoint
     retries: 2
     threads: config["threads"]
@@ -47,6 +48,7 @@ rule train_single_class:
         f"{R}/logs/train_single_class/{{cls}}.log",
     benchmark:
         f"{R}/benchmarks/train_single_class/{{cls}}.tsv"
+    priority: pipeline_first
     # a failed or preempted job resumes from its last epoch's checkpoint
     retries: 2
     threads: config["threads"]
@@ -77,6 +79,7 @@ rule pseudo_gt:
         f"{R}/logs/pseudo_gt/{{cls}}.log",
     benchmark:
         f"{R}/benchmarks/pseudo_gt/{{cls}}.tsv"
+    priority: pipeline_first
     threads: config["threads"]
     resources:
         mem_mb=4000,
