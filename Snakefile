@@ -43,6 +43,7 @@ localrules:
     pascal_single,
     eval_set,
     true_masks,
+    export_model,
     evaluate,
     evaluate_upper_bound,
     figure_scores,

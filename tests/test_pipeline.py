@@ -10,14 +10,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from conftest import SMOKE_GROUP
 from PIL import Image
 from snakemake_helpers import REPO, SMOKE, recomputed_scores, rows, snakemake
 
+from rlseg.checkpoint import load_weights
 from rlseg.config import load_config
 from rlseg.models import build_unet
 from rlseg.schedule import single_class_settings
+from rlseg.settings import labelling_of
 
 
 @SMOKE_GROUP
@@ -43,6 +46,11 @@ def test_every_stage_writes_its_outputs(smoke_run: Path):
         assert label.mode == "P" and label.size == Image.open(smoke_run / pairs[0]["image"]).size
         assert set(np.unique(np.asarray(label))) <= {0, cid}
         assert (r / "single_class" / cls / "model_64.pt").is_file()
+        # the model rlseg predict is given: the class's, with the run's labelling recorded
+        exported = load_weights(r / "models" / f"{cls}.pt")
+        trained = load_weights(r / "single_class" / cls / "model_final.pt")
+        assert exported["meta"]["labelling"] == labelling_of(load_config(REPO / "config.yaml", SMOKE)["pseudo_gt"])
+        assert all(torch.equal(v, trained["state_dict"][k]) for k, v in exported["state_dict"].items())
     preds = rows(r / "predictions" / "pseudo_gt" / "pairs.csv")
     assert len(preds) == 6
     for name in ("synthetic_world", "train_multiclass/pseudo_gt", "train_single_class/disc", "evaluate"):

@@ -12,6 +12,7 @@ from fixtures import make_voc
 from PIL import Image
 from snakemake_helpers import REPO, SCORES, SMOKE, recomputed_scores, rows, snakemake
 
+from rlseg.checkpoint import load_weights
 from rlseg.voc import pascal_single
 
 
@@ -59,8 +60,9 @@ def test_folder_images_with_voc_dir_evaluation(tmp_path):
     cfg.write_text(yaml.safe_dump({
         "images": {"source": "folder", "root": str(folder)},
         "eval": {"source": "voc_dir", "root": str(world / "eval")},
-        # every class starts from a base model, as the paper's VOC runs start from Oxford-IIIT Pet
-        "single_class": {"init": "base"},
+        # every class starts from a base model, as the paper's VOC runs start from Oxford-IIIT Pet, and asks the
+        # volumetric term for the object size it sees (the photo preset's), which the base model cannot
+        "single_class": {"init": "base", "vol_target": "auto"},
         "base_model": {"source": "folder", "root": str(world / "negatives")},
     }))
     (world / "negatives").mkdir(exist_ok=True)
@@ -74,6 +76,8 @@ def test_folder_images_with_voc_dir_evaluation(tmp_path):
     assert len(rows(r / "predictions" / "pseudo_gt" / "pairs.csv")) == 5
     assert [h["stage"] for h in rows(r / "base_model" / "history.csv")] == ["anneal", "normal"]
     assert [h["stage"] for h in rows(r / "single_class" / "disc" / "history.csv")] == ["normal", "negative"]
+    assert load_weights(r / "base_model" / "model_final.pt")["meta"]["vol_target"] == 0.5  # the paper's
+    assert load_weights(r / "single_class" / "disc" / "model_final.pt")["meta"]["vol_target"] != "auto"
 
 
 def test_voc2012_uses_an_existing_devkit(tmp_path):

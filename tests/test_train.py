@@ -334,3 +334,18 @@ def test_auto_volumetric_target_needs_the_base_start():
     check_single_class({**defaults("single_class"), "vol_target": "auto", "init": "base"})
     with pytest.raises(ConfigError, match="vol_target: auto.*init: base"):
         check_single_class({**defaults("single_class"), "vol_target": "auto", "init": "anneal"})
+
+
+@pytest.mark.parametrize(("base", "single", "target"), [
+    ({}, "auto", 0.5),  # the photo preset's classes: the base model has no start to estimate with
+    ({"vol_target": None}, 0.3, 0.3),  # a number is the base model's too, as before the key existed
+    ({"vol_target": 0.25}, "auto", 0.25),
+])
+def test_the_base_model_trains_with_a_number_for_the_size_prior(base, single, target):
+    from rlseg.settings import base_model_settings, defaults
+
+    settings = {**defaults("single_class"), "vol_target": single, "negatives": True}
+    out = base_model_settings({"source": "classes", **base}, settings)
+    assert out["vol_target"] == target and out["negatives"] is False
+    assert {k: v for k, v in out.items() if k not in ("vol_target", "negatives")} == \
+        {k: v for k, v in settings.items() if k not in ("vol_target", "negatives")}

@@ -20,8 +20,8 @@ import torch
 
 from rlseg.io import CheckpointMismatch, save_torch
 
-__all__ = ["CheckpointMismatch", "add_meta", "config_digest", "load_checkpoint", "load_weights", "resume",
-           "rng_state", "save_checkpoint", "save_weights", "set_rng_state"]
+__all__ = ["CheckpointMismatch", "add_meta", "config_digest", "copy_weights", "load_checkpoint", "load_weights",
+           "resume", "rng_state", "save_checkpoint", "save_weights", "set_rng_state"]
 
 
 CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "epoch", "rng", "config", "digest")
@@ -146,9 +146,14 @@ def save_weights(path: str | os.PathLike, model: torch.nn.Module, meta: dict | N
 
 def add_meta(path: str | os.PathLike, **items) -> None:
     """Add ``items`` to a finished model's metadata; the file is written again atomically."""
-    blob = load_weights(path)
+    copy_weights(path, path, **items)
+
+
+def copy_weights(src: str | os.PathLike, dst: str | os.PathLike, **items) -> None:
+    """Write the finished model ``src`` to ``dst`` (atomically) with ``items`` added to its metadata."""
+    blob = load_weights(src)
     save_torch({"arch": json.dumps(blob["arch"], sort_keys=True), "state_dict": blob["state_dict"],
-                "meta": json.dumps({**blob["meta"], **items}, default=str)}, path)
+                "meta": json.dumps({**blob["meta"], **items}, default=str)}, dst)
 
 
 def load_weights(path: str | os.PathLike, model: torch.nn.Module | None = None) -> dict:

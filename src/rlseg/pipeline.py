@@ -38,7 +38,7 @@ from rlseg.io import (
     unique_stems,
     write_csv,
 )
-from rlseg.settings import ConfigError
+from rlseg.settings import ConfigError, base_model_settings
 from rlseg.sources import get_source
 from rlseg.voc import voc_palette
 
@@ -263,7 +263,8 @@ def run_base_model(base: dict, settings: dict, results: str, model_out: str, his
     files = base_model_images(base, results, manifests)
     manifest = Path(outdir) / "manifest.csv"
     write_manifest(manifest, finalize_manifests({"base": check_files(files)})["base"])
-    cfg = {**settings, "negatives": False}
+    cfg = base_model_settings(base, settings)
+    log.info("base model: %d images, vol_target %s", len(files), cfg["vol_target"])
     run_single_class("base", str(manifest), [str(manifest)], ["base"], {"base": 1}, cfg, outdir, model_out,
                      history_out, device=device)
 

@@ -16,8 +16,8 @@ import yaml
 # the package carries the schema (workflow/schemas/ links to it), so the library works outside a checkout
 SCHEMA = Path(__file__).resolve().with_name("config.schema.yaml")
 
-__all__ = ["LABELLING", "SCHEMA", "ConfigError", "allowed", "check_choice", "defaults", "fill_defaults", "labelling_of",
-           "merge", "read_config", "schema", "validate"]
+__all__ = ["LABELLING", "SCHEMA", "ConfigError", "allowed", "base_model_settings", "check_choice", "defaults",
+           "fill_defaults", "labelling_of", "merge", "read_config", "schema", "validate"]
 
 LABELLING = ("resolution", "scales", "flip")  # the pseudo_gt keys a single-class model records for rlseg predict
 
@@ -124,3 +124,15 @@ def labelling_of(pseudo_gt: dict) -> dict:
     """How a single-class model labels photos, from a complete ``pseudo_gt`` block: what the model records, so
     that ``rlseg predict`` labels as the workflow's pseudo labels were made."""
     return {k: pseudo_gt[k] for k in LABELLING}
+
+
+def base_model_settings(base: dict, single_class: dict) -> dict:
+    """The single-class settings the base model trains with: no negatives, and a number for the volumetric term's
+    target, which ``auto`` cannot give a model that has no start to estimate it with (``base_model.vol_target``;
+    unset: ``single_class.vol_target`` where that is a number, else the schema's, the paper's 0.5)."""
+    target = base.get("vol_target")
+    if target is None:
+        target = single_class["vol_target"]
+    if target == "auto":
+        target = defaults("single_class")["vol_target"]
+    return {**single_class, "negatives": False, "vol_target": target}

@@ -3,6 +3,7 @@ import hashlib
 from pathlib import Path
 
 from rlseg.packaged import packaged_file
+from rlseg.settings import labelling_of
 from rlseg.sources import get_source
 from rlseg.voc import class_ids, eval_voc_root
 
@@ -28,7 +29,7 @@ wildcard_constraints:
 
 
 def final_targets():
-    out = [f"{R}/voc_miou.txt", f"{R}/voc_per_class_iou.csv"]
+    out = [f"{R}/voc_miou.txt", f"{R}/voc_per_class_iou.csv", *expand(f"{R}/models/{{cls}}.pt", cls=CLASSES)]
     if UPPER_BOUND:
         out.append(f"{R}/upper_bound_miou.txt")
     return out + figures()
@@ -149,6 +150,12 @@ def multiclass_threads(wildcards):
 def pipeline_first(wildcards):
     """The scheduler's priority: the jobs toward results/voc_miou.txt before the upper bound's."""
     return 0 if wildcards.get("variant") == "ground_truth" else 1
+
+
+def base_model_params():
+    """The base model's settings; an unset vol_target is left out, so that runs made before the key existed do not
+    rerun for it."""
+    return {k: v for k, v in config["base_model"].items() if k != "vol_target" or v is not None}
 
 
 def multiclass_settings():

@@ -8,7 +8,7 @@ rule train_base_model:
         f"{R}/base_model/model_final.pt",
         history=f"{R}/base_model/history.csv",
     params:
-        base=config["base_model"],
+        base=base_model_params(),
         single_class=config["single_class"],
         results=lambda w, output: results_dir(output[0], 1),
     log:
@@ -89,6 +89,30 @@ rule pseudo_gt:
         "../../envs/rlseg.yaml"
     script:
         "../../scripts/pseudo_gt.py"
+
+
+# The class CNN as `rlseg predict` reads it: the trained model with the run's labelling recorded (pseudo_gt's
+# resolution, scales and flip), so that `rlseg predict results/models/CLS.pt photos/` labels as the run did; a copy,
+# so that a labelling change rewrites it without retraining the class.
+rule export_model:
+    input:
+        f"{R}/single_class/{{cls}}/model_final.pt",
+    output:
+        f"{R}/models/{{cls}}.pt",
+    params:
+        labelling=labelling_of(config["pseudo_gt"]),
+    log:
+        f"{R}/logs/export_model/{{cls}}.log",
+    benchmark:
+        f"{R}/benchmarks/export_model/{{cls}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    conda:
+        "../../envs/rlseg.yaml"
+    script:
+        "../../scripts/export_model.py"
 
 
 # Not part of `all`: the objectness decoder that ships with rlseg (base_model.source: packaged), exported from a
