@@ -189,6 +189,9 @@ def main() -> None:
                                           "root": str(class_folders(data, classes, work / "class_folders"))},
                     "upper_bound": False},
     }
+    if args.single_class_seeds[0]:  # the runs' own single-class seed; 0, the schema's, leaves their settings be
+        for override in overrides.values():
+            override["single_class"] = {**override.get("single_class", {}), "seed": args.single_class_seeds[0]}
     pseudo_labels = tuple(f"results/pseudo_gt/{c}/pairs.csv" for c in classes)
     rows = []
     for name in args.only:

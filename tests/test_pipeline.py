@@ -49,13 +49,36 @@ def test_every_stage_writes_its_outputs(smoke_run: Path):
         # the model rlseg predict is given: the class's, with the run's labelling recorded
         exported = load_weights(r / "models" / f"{cls}.pt")
         trained = load_weights(r / "single_class" / cls / "model_final.pt")
-        assert exported["meta"]["labelling"] == labelling_of(load_config(REPO / "config.yaml", SMOKE)["pseudo_gt"])
+        # with the ImageNet classes that its pseudo_gt.cam_filter kept the labels' parts by
+        recorded = exported["meta"]["labelling"]
+        cam_classes = recorded.pop("cam_classes")
+        assert recorded.pop("cam_min_ratio") == 0.3 and len(cam_classes) == 3
+        assert recorded == labelling_of(load_config(REPO / "config.yaml", SMOKE)["pseudo_gt"])
+        assert np.load(r / "imagenet_scores" / f"{cls}.npy").shape == (1000,)
+        assert "ImageNet's" in (r / "logs" / "pseudo_gt" / f"{cls}.log").read_text()
         assert all(torch.equal(v, trained["state_dict"][k]) for k, v in exported["state_dict"].items())
     preds = rows(r / "predictions" / "pseudo_gt" / "pairs.csv")
     assert len(preds) == 6
     for name in ("synthetic_world", "train_multiclass/pseudo_gt", "train_single_class/disc", "evaluate"):
         assert (r / "benchmarks" / f"{name}.tsv").is_file()
         assert "done in" in (r / "logs" / f"{name}.log").read_text()
+
+
+@SMOKE_GROUP
+def test_predict_with_an_exported_model_labels_as_the_run_did(smoke_run: Path, tmp_path):
+    """rlseg predict reads the run's labelling from results/models/CLS.pt, the ImageNet check included."""
+    from rlseg.cli import main as cli
+
+    pairs = rows(smoke_run / "results" / "pseudo_gt" / "box" / "pairs.csv")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for p in pairs:
+        (photos / Path(p["image"]).name).write_bytes((smoke_run / p["image"]).read_bytes())
+    model = smoke_run / "results" / "models" / "box.pt"
+    assert cli(["predict", str(model), str(photos), "--out", str(tmp_path / "out"), "--class-id", "2"]) == 0
+    for p in pairs:
+        run = np.asarray(Image.open(smoke_run / p["label"]))
+        assert np.array_equal(np.asarray(Image.open(tmp_path / "out" / f"{Path(p['image']).stem}.png")), run)
 
 
 @SMOKE_GROUP

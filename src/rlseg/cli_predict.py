@@ -114,7 +114,7 @@ def _predict_batch(batch: list[tuple[Path, str, Image.Image]], model, dev, args:
     from rlseg.inference import segment  # torch: see the module's imports
 
     labels = segment(model, [im for _, _, im in batch], dev, args.class_id, args.resolution, scales=args.scales,
-                     flip=args.flip)
+                     flip=args.flip, cam=args.cam)
     for (f, name, im), label in zip(batch, labels, strict=True):
         save_png(child_path(args.out, name, ".png"), label, palette=PALETTE)
         with atomic_path(child_path(args.out, name, "_overlay.jpg")) as tmp:
@@ -133,8 +133,9 @@ def _predict_batch(batch: list[tuple[Path, str, Image.Image]], model, dev, args:
 
 
 def _labelling(args: argparse.Namespace, model) -> None:
-    """Fill the labelling flags not given from what ``rlseg train``'s --config recorded in the model (its
-    pseudo_gt block: the recipe's labelling), else one pass at the model's own resolution."""
+    """Fill the labelling flags not given from what ``rlseg train``'s --config or the workflow's export recorded in
+    the model (its pseudo_gt block: the recipe's labelling, and the ImageNet classes of a cam_filter), else one
+    pass at the model's own resolution."""
     recorded = model.labelling or {}
     if args.resolution is None:
         args.resolution = recorded.get("resolution")
@@ -142,9 +143,15 @@ def _labelling(args: argparse.Namespace, model) -> None:
         args.scales = recorded.get("scales", [1.0])
     if args.flip is None:
         args.flip = recorded.get("flip", False)
+    args.cam = None
+    if model.kind == "single_class" and recorded.get("cam_classes"):  # the run's pseudo_gt.cam_filter
+        from rlseg.cam import CamFilter
+
+        args.cam = CamFilter(tuple(int(c) for c in recorded["cam_classes"]), float(recorded["cam_min_ratio"]))
     if model.kind == "single_class":
-        log.info("labelling at %s px, scales %s%s", args.resolution or model.resolution, args.scales,
-                 ", mirrored" if args.flip else "")
+        log.info("labelling at %s px, scales %s%s%s", args.resolution or model.resolution, args.scales,
+                 ", mirrored" if args.flip else "",
+                 f", parts kept where ImageNet classes {list(args.cam.classes)} respond" if args.cam else "")
 
 
 def cmd_predict(args: argparse.Namespace) -> int:

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from rlseg.cam import CamFilter
 from rlseg.checkpoint import CheckpointMismatch, load_weights
 from rlseg.crf import CrfParams, refine
 from rlseg.data import resized_tensor, to_float
@@ -94,14 +95,18 @@ def object_probability(model: LoadedModel, images: Sequence[Image.Image], device
 
 def segment(model: LoadedModel, images: Sequence[Image.Image], device: torch.device, class_id: int = 1,
             resolution: int | None = None, crf: CrfParams | None = None, scales: Sequence[float] = (1.0,),
-            flip: bool = False) -> list[np.ndarray]:
+            flip: bool = False, cam: CamFilter | None = None) -> list[np.ndarray]:
     """Label maps (uint8, at each image's size) for a batch of RGB images: a single-class model's object pixels
     get ``class_id`` (:func:`object_probability` > 0.5 at ``scales`` of ``resolution`` and with ``flip``, refined
-    by a dense CRF first with ``crf``), a multi-class model's argmax its label ids (full resolution, at ``scales``
-    and with ``flip``, a large photo shrunk to the model's ``max_short_side``: :func:`predict_full`)."""
+    by a dense CRF first with ``crf``; with ``cam``, only the parts its ImageNet evidence supports), a multi-class
+    model's argmax its label ids (full resolution, at ``scales`` and with ``flip``, a large photo shrunk to the
+    model's ``max_short_side``: :func:`predict_full`)."""
     if model.kind == "multiclass":
         return [predict_full(model.net, im, device, scales, flip, model.max_short_side) for im in images]
     probs = object_probability(model, images, device, resolution, scales, flip)
     if crf is not None:
         probs = [refine(np.asarray(im), prob, crf) for im, prob in zip(images, probs, strict=True)]
-    return [np.where(prob > 0.5, class_id, 0).astype(np.uint8) for prob in probs]
+    masks = [prob > 0.5 for prob in probs]
+    if cam is not None:
+        masks = cam.apply(images, masks, device)
+    return [np.where(mask, class_id, 0).astype(np.uint8) for mask in masks]

@@ -10,6 +10,7 @@ import time
 from collections.abc import Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
@@ -41,6 +42,9 @@ from rlseg.io import (
 from rlseg.settings import ConfigError, base_model_settings
 from rlseg.sources import get_source
 from rlseg.voc import voc_palette
+
+if TYPE_CHECKING:  # torch: the seconds-long jobs never load it
+    from rlseg.cam import CamFilter
 
 # torch and the training code are imported by the steps that use them: the seconds-long jobs (ingest, manifests,
 # evaluation, figures) then start without torch's import, which would be most of their time
@@ -194,11 +198,12 @@ def run_single_class(
 
 def make_pseudo_gt(model_path: str, manifest: str, class_id: int, out_pairs: str, device: str = "auto",
                    batch_size: int = 32, resolution: int | None = None, crf: dict | None = None,
-                   scales: Sequence[float] = (1.0,), flip: bool = False) -> int:
+                   scales: Sequence[float] = (1.0,), flip: bool = False, cam: CamFilter | None = None) -> int:
     """Label each of the class's images with its CNN (at ``resolution`` px, default its training one, at ``scales``
     of it and with ``flip``: :func:`rlseg.inference.object_probability`; refined by a dense CRF with ``crf``'s
-    settings, :class:`rlseg.crf.CrfParams`): object -> class id, else 0, as VOC palette
-    PNGs at the image's original size; writes the (image, label) pairs CSV. Returns the number of images labelled."""
+    settings, :class:`rlseg.crf.CrfParams`; only the parts ``cam`` supports, :mod:`rlseg.cam`): object -> class
+    id, else 0, as VOC palette PNGs at the image's original size; writes the (image, label) pairs CSV. Returns the
+    number of images labelled."""
     # torch and the training code: the job's setup_job runs first, and the seconds-long jobs never load them
     from rlseg.crf import CrfParams
     from rlseg.inference import load_model, segment
@@ -216,7 +221,8 @@ def make_pseudo_gt(model_path: str, manifest: str, class_id: int, out_pairs: str
     decoded = ((p, name, load_image(p)) for p, name in zip(paths, names, strict=True))
     with tqdm(total=len(paths), desc="pseudo-gt", mininterval=5) as bar:
         for batch in pixel_batches(decoded, last_image_pixels, batch_size):
-            labels = segment(model, [im for _, _, im in batch], dev, class_id, resolution, crf_params, scales, flip)
+            labels = segment(model, [im for _, _, im in batch], dev, class_id, resolution, crf_params, scales, flip,
+                             cam)
             for (p, name, _), label in zip(batch, labels, strict=True):
                 out = child_path(outdir, name, ".png")
                 save_png(out, label, palette=pal)

@@ -62,10 +62,38 @@ rule train_single_class:
         "../../scripts/train_single_class.py"
 
 
+# pseudo_gt.cam_filter: every class's mean ImageNet scores, so that each class's labelling knows which ImageNet
+# classes tell its photos from the others'
+CAM = config["pseudo_gt"]["cam_params"] if config["pseudo_gt"]["cam_filter"] else None
+CAM_SCORES = expand(f"{R}/imagenet_scores/{{cls}}.npy", cls=CLASSES) if CAM else []
+
+
+rule imagenet_scores:
+    input:
+        f"{R}/images/{{cls}}/manifest.csv",
+    output:
+        f"{R}/imagenet_scores/{{cls}}.npy",
+    log:
+        f"{R}/logs/imagenet_scores/{{cls}}.log",
+    benchmark:
+        f"{R}/benchmarks/imagenet_scores/{{cls}}.tsv"
+    priority: pipeline_first
+    threads: config["threads"]
+    resources:
+        mem_mb=2000,
+        runtime=60,
+        gpu=1,
+    conda:
+        "../../envs/rlseg.yaml"
+    script:
+        "../../scripts/imagenet_scores.py"
+
+
 rule pseudo_gt:
     input:
         model=f"{R}/single_class/{{cls}}/model_final.pt",
         manifest=f"{R}/images/{{cls}}/manifest.csv",
+        scores=CAM_SCORES,
     output:
         f"{R}/pseudo_gt/{{cls}}/pairs.csv",
     params:
@@ -75,6 +103,8 @@ rule pseudo_gt:
         scales=config["pseudo_gt"]["scales"],
         flip=config["pseudo_gt"]["flip"],
         crf=config["pseudo_gt"]["crf_params"] if config["pseudo_gt"]["crf"] else None,
+        cam=CAM,
+        classes=CLASSES,
     log:
         f"{R}/logs/pseudo_gt/{{cls}}.log",
     benchmark:
@@ -92,15 +122,19 @@ rule pseudo_gt:
 
 
 # The class CNN as `rlseg predict` reads it: the trained model with the run's labelling recorded (pseudo_gt's
-# resolution, scales and flip), so that `rlseg predict results/models/CLS.pt photos/` labels as the run did; a copy,
-# so that a labelling change rewrites it without retraining the class.
+# resolution, scales and flip, and the ImageNet classes of its cam_filter), so that
+# `rlseg predict results/models/CLS.pt photos/` labels as the run did; a copy, so that a labelling change rewrites
+# it without retraining the class.
 rule export_model:
     input:
-        f"{R}/single_class/{{cls}}/model_final.pt",
+        model=f"{R}/single_class/{{cls}}/model_final.pt",
+        scores=CAM_SCORES,
     output:
         f"{R}/models/{{cls}}.pt",
     params:
         labelling=labelling_of(config["pseudo_gt"]),
+        cam=CAM,
+        classes=CLASSES,
     log:
         f"{R}/logs/export_model/{{cls}}.log",
     benchmark:
