@@ -16,7 +16,7 @@ LAYERS = [
     ["voc", "ingest", "architectures", "synthetic", "crawl", "crf"],
     ["models", "models.encoders", "models.lite", "models.light_decoder", "models.cpu_kernels", "models.unet",
      "models.deeplab", "losses", "regularized_loss"],
-    ["data", "multiclass_data", "baselines", "evaluate"],
+    ["data", "multiclass_data", "baselines", "evaluate", "cam"],
     ["schedule", "feature_cache", "multiclass", "inference", "packaged"],
     ["train", "study"],
     ["sources", "config"],

@@ -146,7 +146,7 @@ def cam_filter_of(cls: str, classes: Sequence[str], score_paths: Sequence[str | 
 
 def class_names(classes: Sequence[int]) -> list[str]:
     """ImageNet's descriptions of ``classes`` (for the logs)."""
-    from timm.data import ImageNetInfo
+    from timm.data import ImageNetInfo  # timm: only a run that asks for CAMs pays its import
 
     info = ImageNetInfo()
     return [info.index_to_description(int(i)) for i in classes]
