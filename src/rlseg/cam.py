@@ -85,6 +85,8 @@ def mean_scores(images: Iterable[Image.Image], device: torch.device | str = "cpu
 def write_mean_scores(manifest: str | os.PathLike, out: str | os.PathLike, device: torch.device | str = "cpu") -> int:
     """Write the mean ImageNet class scores of a class's used images (its manifest) to ``out`` (.npy)."""
     paths = used_paths(manifest)
+    if not paths:
+        raise ValueError(f"{manifest}: no used images to score")
     images = (load_image(p) for p in tqdm(paths, desc="imagenet scores", mininterval=5))
     scores = mean_scores(images, device)
     with atomic_path(out) as tmp, open(tmp, "wb") as fh:
