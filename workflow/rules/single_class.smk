@@ -79,10 +79,10 @@ rule imagenet_scores:
         f"{R}/benchmarks/imagenet_scores/{{cls}}.tsv"
     priority: pipeline_first
     threads: config["threads"]
+    # one classifier pass a photo: a CPU job, which takes no GPU slot from the class CNNs
     resources:
         mem_mb=2000,
         runtime=60,
-        gpu=1,
     conda:
         "../../envs/rlseg.yaml"
     script:
