@@ -109,15 +109,22 @@ def discriminative_classes(own: np.ndarray, others: Sequence[np.ndarray], k: int
     return [int(i) for i in np.argsort(-contrast, kind="stable")[:k]]
 
 
-def supported_components(mask: np.ndarray, cam: np.ndarray, min_ratio: float) -> np.ndarray:
-    """``mask`` without its connected parts (8-neighbours) whose strongest activation is under ``min_ratio`` of the
-    best-supported part's; a mask of one part (or none) is returned as it is."""
-    parts, n = ndimage.label(mask, structure=np.ones((3, 3), bool))
-    if n <= 1:
-        return mask
+def _parts(mask: np.ndarray) -> tuple[np.ndarray, int]:
+    """The connected parts (8-neighbours) of a boolean mask, numbered from 1, and how many there are."""
+    return ndimage.label(mask, structure=np.ones((3, 3), bool))
+
+
+def _supported(parts: np.ndarray, n: int, cam: np.ndarray, min_ratio: float) -> np.ndarray:
     peaks = np.asarray(ndimage.maximum(cam, parts, np.arange(1, n + 1)))
     keep = np.flatnonzero(peaks >= min_ratio * peaks.max()) + 1
     return np.isin(parts, keep)
+
+
+def supported_components(mask: np.ndarray, cam: np.ndarray, min_ratio: float) -> np.ndarray:
+    """``mask`` without its connected parts (8-neighbours) whose strongest activation is under ``min_ratio`` of the
+    best-supported part's; a mask of one part (or none) is returned as it is."""
+    parts, n = _parts(mask)
+    return mask if n <= 1 else _supported(parts, n, cam, min_ratio)
 
 
 @dataclass(frozen=True)
@@ -132,8 +139,12 @@ class CamFilter:
               device: torch.device | str = "cpu") -> list[np.ndarray]:
         """Each boolean object mask with its unsupported parts removed."""
         cam = ImageNetCam.shared(device)
-        return [supported_components(m, cam.activation(im, self.classes), self.min_ratio) if m.any() else m
-                for im, m in zip(images, masks, strict=True)]
+        out = []
+        for im, mask in zip(images, masks, strict=True):
+            parts, n = _parts(mask)
+            # a mask of one part (or none) stays as it is: the classifier's pass is spent on masks it can change
+            out.append(mask if n <= 1 else _supported(parts, n, cam.activation(im, self.classes), self.min_ratio))
+        return out
 
 
 def cam_filter_of(cls: str, classes: Sequence[str], score_paths: Sequence[str | os.PathLike], top_classes: int = 3,
