@@ -9,6 +9,7 @@ import torch
 
 from rlseg.losses import (
     IMAGENET_STD,
+    border_loss,
     gt_loss,
     negative_loss,
     positional_loss,
@@ -87,6 +88,22 @@ def test_positional_by_hand():
     assert positional_loss(probs_from_object(x)).item() == pytest.approx(sides + 1.0)
     band = (48 / (256 - 100)) ** 2
     assert positional_loss(probs_from_object(x), border_mode="band").item() == pytest.approx(band + 1.0)
+
+
+def test_border_sides_spares_the_sides_left_out():
+    # an object filling the bottom three rows: all four sides see it, the three others only at their corners
+    x = torch.zeros(1, 16, 16, dtype=torch.float64)
+    x[0, -3:, :] = 1
+    p = probs_from_object(x)
+    assert border_loss(p).item() == pytest.approx((0.0 + 1.0 + (3 / 16) ** 2 * 2) / 4)
+    assert border_loss(p, sides=("top", "left", "right")).item() == pytest.approx((3 / 16) ** 2 * 2 / 3)
+    assert border_loss(p, border_mode="band", sides=("top",)).item() == pytest.approx(0.0)
+    # the centre box is empty either way: the same centre term with or without the bottom
+    full, spared = positional_loss(p), positional_loss(p, sides=("top", "left", "right"))
+    assert full.item() - spared.item() == pytest.approx(border_loss(p).item() - (3 / 16) ** 2 * 2 / 3)
+    for bad in ((), ("top", "middle")):
+        with pytest.raises(ValueError, match="border sides"):
+            border_loss(p, sides=bad)
 
 
 def test_negative_by_hand():

@@ -27,6 +27,7 @@ an effective negative weight of 3 (``negatives_in_positional=True``, config ``si
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +38,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "SIDES",
     "border_loss",
     "border_term",
     "centre_loss",
@@ -210,18 +212,27 @@ def _centre_box(h: int, w: int, center_half: int | None, center_size: int) -> tu
     return slice(r0, r0 + center_size), slice(c0, c0 + center_size)
 
 
-def _sides(b: int) -> list[tuple[slice, slice]]:
+SIDES = ("top", "bottom", "left", "right")
+
+
+def _sides(b: int, sides: Sequence[str] = SIDES) -> list[tuple[slice, slice]]:
     full = slice(None)
-    return [(slice(None, b), full), (slice(-b, None), full), (full, slice(None, b)), (full, slice(-b, None))]
+    regions = {"top": (slice(None, b), full), "bottom": (slice(-b, None), full), "left": (full, slice(None, b)),
+               "right": (full, slice(-b, None))}
+    unknown = set(sides) - set(regions)
+    if unknown or not sides:
+        raise ValueError(f"border sides must be a non-empty subset of {SIDES}, not {list(sides)}")
+    return [regions[s] for s in SIDES if s in sides]
 
 
-def border_term(x: torch.Tensor, border_width: int, border_mode: str) -> torch.Tensor:
+def border_term(x: torch.Tensor, border_width: int, border_mode: str, sides: Sequence[str] = SIDES) -> torch.Tensor:
     b = border_width
     if border_mode == "sides":
-        return _RegionMeans.apply(x, _sides(b)).pow(2).mean()
+        return _RegionMeans.apply(x, _sides(b, sides)).pow(2).mean()
     if border_mode == "band":
-        band = torch.ones_like(x[0], dtype=torch.bool)
-        band[b:-b, b:-b] = False
+        band = torch.zeros_like(x[0], dtype=torch.bool)
+        for r, c in _sides(b, sides):
+            band[r, c] = True
         return x[:, band].mean().pow(2)
     raise ValueError(f"border_mode must be 'sides' or 'band', not {border_mode!r}")
 
@@ -232,12 +243,13 @@ def centre_term(x: torch.Tensor, center_half: int | None, center_size: int) -> t
 
 
 def positional_term(x: torch.Tensor, border_width: int, center_half: int | None, center_size: int,
-                border_mode: str) -> torch.Tensor:
+                border_mode: str, sides: Sequence[str] = SIDES) -> torch.Tensor:
     if border_mode != "sides":
-        return border_term(x, border_width, border_mode) + centre_term(x, center_half, center_size)
-    # the four sides and the centre box in one pass of the gradient
-    means = _RegionMeans.apply(x, [*_sides(border_width), _centre_box(*x.shape[-2:], center_half, center_size)])
-    return means[:4].pow(2).mean() + (means[4] - 1.0).pow(2)
+        return border_term(x, border_width, border_mode, sides) + centre_term(x, center_half, center_size)
+    # the sides and the centre box in one pass of the gradient
+    regions = _sides(border_width, sides)
+    means = _RegionMeans.apply(x, [*regions, _centre_box(*x.shape[-2:], center_half, center_size)])
+    return means[:-1].pow(2).mean() + (means[-1] - 1.0).pow(2)
 
 
 def centre_loss(probs: torch.Tensor, center_half: int | None = 2, center_size: int = 3) -> torch.Tensor:
@@ -247,10 +259,12 @@ def centre_loss(probs: torch.Tensor, center_half: int | None = 2, center_size: i
     return centre_term(probs[:, 1], center_half, center_size)
 
 
-def border_loss(probs: torch.Tensor, border_width: int = 3, border_mode: str = "sides") -> torch.Tensor:
+def border_loss(probs: torch.Tensor, border_width: int = 3, border_mode: str = "sides",
+                sides: Sequence[str] = SIDES) -> torch.Tensor:
     """Eq. 5's border term (width ``border_width``): ``"sides"`` (reference) averages (mean object probability on
-    a side)^2 over the four sides; ``"band"`` (printed) squares the mean over the whole band."""
-    return border_term(probs[:, 1], border_width, border_mode)
+    a side)^2 over the four sides; ``"band"`` (printed) squares the mean over the whole band. ``sides`` names the
+    frame's sides the term pushes to background (all four in the paper)."""
+    return border_term(probs[:, 1], border_width, border_mode, sides)
 
 
 def positional_loss(
@@ -259,10 +273,11 @@ def positional_loss(
     center_half: int | None = 2,
     center_size: int = 3,
     border_mode: str = "sides",
+    sides: Sequence[str] = SIDES,
 ) -> torch.Tensor:
     """Positional loss, Eq. 5: the border pushed to background (:func:`border_loss`), the centre box to the object
     (:func:`centre_loss`)."""
-    return positional_term(probs[:, 1], border_width, center_half, center_size, border_mode)
+    return positional_term(probs[:, 1], border_width, center_half, center_size, border_mode, sides)
 
 
 def negative_term(x: torch.Tensor, printed: bool) -> torch.Tensor:

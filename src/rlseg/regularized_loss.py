@@ -16,6 +16,7 @@ from functools import cached_property
 import torch
 
 from rlseg.losses import (
+    SIDES,
     border_term,
     centre_term,
     negative_term,
@@ -96,13 +97,14 @@ def _positional(loss: RegularizedLoss, b: Batch) -> torch.Tensor | None:
     if loss.negatives_in_positional and b.has_negatives:
         # the reference: the border over the whole batch; the centre over the positives, plus the negatives'
         # mean object probability squared
-        positional = border_term(b.x, loss.border_width, loss.border_mode) + b.negatives_squared
+        positional = border_term(b.x, loss.border_width, loss.border_mode, loss.border_sides) + b.negatives_squared
         if b.positives is not None:
             positional = positional + centre_term(b.positives[0], loss.center_half, loss.center_size)
         return positional
     if b.positives is None:
         return None
-    return positional_term(b.positives[0], loss.border_width, loss.center_half, loss.center_size, loss.border_mode)
+    return positional_term(b.positives[0], loss.border_width, loss.center_half, loss.center_size, loss.border_mode,
+                           loss.border_sides)
 
 
 def _negative(loss: RegularizedLoss, b: Batch) -> torch.Tensor | None:
@@ -140,6 +142,7 @@ class RegularizedLoss:
     center_half: int | None = 2
     center_size: int = 3
     border_mode: str = "sides"
+    border_sides: tuple[str, ...] = SIDES
     negative_printed: bool = False
     negatives_in_positional: bool = False
 

@@ -54,6 +54,7 @@ class SingleClassConfig:
     vol_target: float | str = _SC["vol_target"]  # "auto": train_single_class estimates it from the start
     vol_minimum: float = _SC["vol_minimum"]
     border_width: int = _SC["border_width"]
+    border_sides: list[str] = field(default_factory=lambda: copy.deepcopy(_SC["border_sides"]))
     diagonal: bool = _SC["diagonal"]
     loss_form: str = _SC["loss_form"]  # or "printed": the paper's equations as printed
     supervision: str = _SC["supervision"]  # or "gt": cross-entropy on true masks
@@ -88,7 +89,8 @@ class SingleClassConfig:
             weights=weights, diagonal=self.diagonal, vol_target=self.vol_target, vol_minimum=self.vol_minimum,
             lambda_s=self.lambda_s, small_reduction="sum" if printed else "mean", border_width=self.border_width,
             center_half=None if printed else 2, center_size=3, border_mode="band" if printed else "sides",
-            negative_printed=False, negatives_in_positional=self.negatives_in_positional,
+            border_sides=tuple(self.border_sides), negative_printed=False,
+            negatives_in_positional=self.negatives_in_positional,
         )
 
 
