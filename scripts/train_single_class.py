@@ -24,4 +24,6 @@ with logged(snakemake.log[0], f"train single-class {cls}"):
         masks_dir=snakemake.params.masks_dir,
         device=snakemake.config["device"],
         near_duplicate_bits=snakemake.params.near_duplicate_bits,
+        score_paths=list(snakemake.input.scores),
+        top_classes=snakemake.params.top_classes,
     )

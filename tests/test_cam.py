@@ -12,6 +12,7 @@ from rlseg.cam import (
     CamFilter,
     ImageNetCam,
     cam_filter_of,
+    centre_point,
     discriminative_classes,
     mean_scores,
     read_mean_scores,
@@ -57,6 +58,14 @@ def test_discriminative_classes_contrast_with_the_other_classes():
     other[1] = 5.0  # every class's photos score it: it does not tell this class apart
     assert discriminative_classes(own, [other], 2) == [2, 3]
     assert discriminative_classes(own, [], 2) == [1, 2]  # one class alone: its own top classes
+
+
+def test_centre_point_is_the_middle_unless_the_map_is_weak_there():
+    cam = np.zeros((64, 96))
+    cam[10, 80] = 1.0  # the peak, off the middle
+    cam[28:37, 42:54] = 0.5  # covers the middle box
+    assert centre_point(cam, 0.35) == (0.5, 0.5)
+    assert centre_point(cam, 0.6) == pytest.approx((10.5 / 64, 80.5 / 96))
 
 
 def test_score_files_are_checked(tmp_path: Path):

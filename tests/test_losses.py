@@ -10,6 +10,8 @@ import torch
 from rlseg.losses import (
     IMAGENET_STD,
     border_loss,
+    centre_loss,
+    centre_term,
     gt_loss,
     negative_loss,
     positional_loss,
@@ -212,3 +214,22 @@ def test_reference_negative_terms_by_hand():
     _, terms = RegularizedLoss(weights=w, negatives_in_positional=True)(probs[1:], image[1:], is_neg[1:])
     assert terms["positional"] == pytest.approx(0.2**2 + 0.2**2)
     assert set(terms) == {"positional", "negative"}
+
+
+def test_centre_box_goes_to_each_images_own_point():
+    x = torch.zeros(2, 32, 32, dtype=torch.float64)
+    x[0, 14:18, 14:18] = 1  # the first image's object in the middle
+    x[1, :4, -4:] = 1  # the second's in the top right corner
+    p = probs_from_object(x)
+    middle = torch.tensor([[0.5, 0.5], [0.5, 0.5]])
+    assert centre_loss(p, centres=middle).item() == pytest.approx(centre_loss(p).item()) == pytest.approx(0.25)
+    # a point at the corner: the box stays inside the image, on the object
+    own = torch.tensor([[0.5, 0.5], [0.0, 1.0]])
+    assert centre_loss(p, centres=own).item() == pytest.approx(0.0)
+    # the positional loss is its border term plus the moved centre term
+    assert positional_loss(p, centres=own).item() == pytest.approx(border_loss(p).item())
+    # the gradient lands on the boxes only
+    xg = x.clone().requires_grad_()
+    centre_term(xg, 2, 3, own).backward()
+    boxes = {(r, c) for r in range(14, 18) for c in range(14, 18)} | {(r, c) for r in range(4) for c in range(28, 32)}
+    assert set(map(tuple, xg.grad[0].nonzero().tolist())) | set(map(tuple, xg.grad[1].nonzero().tolist())) <= boxes

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -115,6 +116,18 @@ def test_paper_config_plans_the_full_dag_offline(tmp_path):
     stats = proc.stdout.split("Job stats")[-1]
     assert "train_single_class       20" in stats and "train_base_model          1" in stats
     assert "download_voc2012          1" in stats
+
+
+def test_imagenet_centres_wait_for_every_classs_imagenet_scores(tmp_path):
+    """single_class.center imagenet: each class CNN reads every class's mean ImageNet scores."""
+    override = tmp_path / "centre.yaml"
+    override.write_text(yaml.safe_dump({"single_class": {"center": "imagenet"}}))
+    proc = snakemake(tmp_path, "-n", "-p", "results/voc_miou.txt", configs=(REPO / "config.yaml", override))
+    stats = proc.stdout.split("Job stats")[-1]
+    n = len(yaml.safe_load((REPO / "config.yaml").read_text())["classes"])
+    assert re.search(rf"imagenet_scores\s+{n}\n", stats), stats
+    inputs = proc.stdout.split("rule train_single_class:")[1].split("input: ")[1].splitlines()[0]
+    assert inputs.count("imagenet_scores/") == n, inputs
 
 
 def _multiclass_jobs(stdout: str) -> dict[str, dict[str, str]]:

@@ -122,6 +122,32 @@ def test_resume_ends_with_identical_weights(tmp_path, batchnorm):
         assert torch.equal(a, b), k
 
 
+def test_centres_follow_the_flips_and_the_middle_is_the_papers_box(tmp_path):
+    from rlseg.train import _batch_centres
+
+    centres = torch.tensor([[0.2, 0.1], [0.7, 0.6], [0.5, 0.5]])
+    out = _batch_centres(centres, torch.tensor([1, 0]), torch.tensor([True, False]))
+    assert torch.allclose(out, torch.tensor([[0.7, 0.4], [0.2, 0.1]]))
+    assert torch.equal(centres[0], torch.tensor([0.2, 0.1]))  # the epoch's flips leave the points as they were
+    # every centre at the middle: the same run, loss for loss, as without centres
+    cfg = SingleClassConfig(**TINY)
+    images, _ = tiny_data()
+    plans = stage_plans(cfg, "normal")
+    rows = []
+    for name, c in (("a", None), ("b", torch.full((len(images), 2), 0.5))):
+        torch.manual_seed(0)
+        model = build_unet(cfg.arch, pretrained=False)
+        rows.append(fit(model, images, plans, cfg, tmp_path / f"{name}.pt", {}, device=torch.device("cpu"),
+                        centres=c))
+    assert [r["positional"] for r in rows[0]] == pytest.approx([r["positional"] for r in rows[1]])
+    # a corner for each image: the positional term asks for other pixels
+    torch.manual_seed(0)
+    model = build_unet(cfg.arch, pretrained=False)
+    corner = fit(model, images, plans[:1], cfg, tmp_path / "c.pt", {}, device=torch.device("cpu"),
+                 centres=torch.zeros(len(images), 2))
+    assert corner[0]["positional"] != pytest.approx(rows[0][0]["positional"])
+
+
 def _one_epoch(path, run_config):
     """A model trained one normal epoch, checkpointed at ``path``; returns what a further fit needs."""
     cfg = SingleClassConfig(**TINY)
@@ -344,8 +370,9 @@ def test_auto_volumetric_target_needs_the_base_start():
 def test_the_base_model_trains_with_a_number_for_the_size_prior(base, single, target):
     from rlseg.settings import base_model_settings, defaults
 
-    settings = {**defaults("single_class"), "vol_target": single, "negatives": True}
+    settings = {**defaults("single_class"), "vol_target": single, "negatives": True, "center": "imagenet"}
     out = base_model_settings({"source": "classes", **base}, settings)
-    assert out["vol_target"] == target and out["negatives"] is False
-    assert {k: v for k, v in out.items() if k not in ("vol_target", "negatives")} == \
-        {k: v for k, v in settings.items() if k not in ("vol_target", "negatives")}
+    # a class-agnostic model has no ImageNet classes to place its centre box with
+    assert out["vol_target"] == target and out["negatives"] is False and out["center"] == "middle"
+    own = ("vol_target", "negatives", "center")
+    assert {k: v for k, v in out.items() if k not in own} == {k: v for k, v in settings.items() if k not in own}

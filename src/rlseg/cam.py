@@ -9,6 +9,7 @@ classes' activation map is weak over a whole connected part of the pseudo label,
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -25,11 +26,13 @@ from rlseg.imageio import load_image
 from rlseg.ingest import used_paths
 from rlseg.io import atomic_path
 
-__all__ = ["CAM_SIDE", "CamFilter", "ImageNetCam", "cam_filter_of", "class_names", "discriminative_classes",
-           "mean_scores", "read_mean_scores", "supported_components", "write_mean_scores"]
+__all__ = ["CAM_SIDE", "CamFilter", "ImageNetCam", "cam_filter_of", "centre_point", "centre_points",
+           "class_centre_points", "class_names", "discriminative_classes", "mean_scores", "read_mean_scores",
+           "supported_components", "write_mean_scores"]
 
 CAM_SIDE = 384  # the photo's shorter side for the classifier's features: the labels' resolution in the photo preset
 _NETS: dict[str, ImageNetCam] = {}
+log = logging.getLogger(__name__)
 
 
 class ImageNetCam:
@@ -155,6 +158,41 @@ def cam_filter_of(cls: str, classes: Sequence[str], score_paths: Sequence[str | 
     scores = dict(zip(classes, (read_mean_scores(p) for p in score_paths), strict=True))
     others = [v for c, v in scores.items() if c != cls]
     return CamFilter(tuple(discriminative_classes(scores[cls], others, top_classes)), float(min_ratio))
+
+
+def centre_point(cam: np.ndarray, min_ratio: float) -> tuple[float, float]:
+    """Where a photo's centre box goes (row, column as fractions): its middle, unless the activation map ``cam``
+    (maximum 1) is under ``min_ratio`` there on average (a box of a 16th of each side), then the map's peak."""
+    h, w = cam.shape
+    middle = cam[h // 2 - h // 32 : h // 2 + h // 32 + 1, w // 2 - w // 32 : w // 2 + w // 32 + 1]
+    if middle.mean() >= min_ratio:
+        return 0.5, 0.5
+    r, c = np.unravel_index(int(np.argmax(cam)), cam.shape)
+    return (r + 0.5) / h, (c + 0.5) / w
+
+
+def centre_points(paths: Sequence[str | os.PathLike], classes: Sequence[int], min_ratio: float,
+                  device: torch.device | str = "cpu") -> torch.Tensor:
+    """:func:`centre_point` of each photo under the activation map of ``classes`` -> float32 [N, 2]."""
+    cam = ImageNetCam.shared(device)
+    points = [centre_point(cam.activation(load_image(p), classes), min_ratio)
+              for p in tqdm(paths, desc="centre points", mininterval=5)]
+    return torch.tensor(points, dtype=torch.float32).reshape(-1, 2)
+
+
+def class_centre_points(cls: str, paths: Sequence[str | os.PathLike], classes: Sequence[str],
+                        score_paths: Sequence[str | os.PathLike], top_classes: int, min_ratio: float,
+                        device: torch.device | str = "cpu") -> torch.Tensor:
+    """:func:`centre_points` of class ``cls``'s photos under its ``top_classes`` discriminative ImageNet classes,
+    found from every class's mean scores (``score_paths``, in the order of ``classes``)."""
+    if not score_paths:
+        raise ValueError(f"class {cls}: single_class.center 'imagenet' needs every class's ImageNet scores")
+    imagenet = cam_filter_of(cls, classes, score_paths, top_classes).classes
+    centres = centre_points(paths, imagenet, min_ratio, device)
+    moved = int((centres != 0.5).any(1).sum())
+    log.info("class %s: centre box on the map of %s; moved off the middle in %d of %d photos", cls,
+             ", ".join(class_names(imagenet)), moved, len(paths))
+    return centres
 
 
 def class_names(classes: Sequence[int]) -> list[str]:

@@ -46,17 +46,22 @@ def train_settings(args: argparse.Namespace, loaded: dict | None = None) -> dict
     return settings
 
 
-def labelling_settings(loaded: dict, config: Path | None) -> dict:
-    """How the model labels photos (``resolution``, ``scales``, ``flip``): the ``pseudo_gt`` block of a whole
-    ``--config`` file (``loaded``, read from ``config``; such as configs/photos.yaml), the schema's defaults for the
-    rest; ``rlseg predict`` labels so unless told otherwise."""
+def pseudo_gt_settings(loaded: dict, config: Path | None) -> dict:
+    """The ``pseudo_gt`` block of a whole ``--config`` file (``loaded``, read from ``config``; such as
+    configs/photos.yaml), validated, the schema's defaults for the rest."""
     block = schema()["properties"]["pseudo_gt"]
     settings = copy.deepcopy(loaded.get("pseudo_gt") or {})
     if not isinstance(settings, dict):
         raise ConfigError(f"{config}: pseudo_gt must be a mapping of settings")
     validate(settings, block, prefix="pseudo_gt.")
     fill_defaults(block, settings)
-    return labelling_of(settings)
+    return settings
+
+
+def labelling_settings(loaded: dict, config: Path | None) -> dict:
+    """How the model labels photos (``resolution``, ``scales``, ``flip``: :func:`pseudo_gt_settings`); ``rlseg
+    predict`` labels so unless told otherwise."""
+    return labelling_of(pseudo_gt_settings(loaded, config))
 
 
 def read_config(path: Path) -> dict:
@@ -120,6 +125,19 @@ def _outside_inputs(path: Path, folders: list[Path], what: str) -> None:
             raise InputError(f"{what} {path} is inside the input folder {folder}; write it elsewhere")
 
 
+def _imagenet_scores(manifests: list[str], classes: list[str], work: Path, device: str) -> list[str]:
+    """single_class.center imagenet: the mean ImageNet scores of the folder (and of --negatives, to contrast with),
+    written to the work folder."""
+    from rlseg.cam import write_mean_scores
+    from rlseg.runtime import resolve_device
+
+    paths = []
+    for manifest, cls in zip(manifests, classes, strict=True):
+        paths.append(str(work / f"imagenet_scores_{cls}.npy"))
+        write_mean_scores(manifest, paths[-1], resolve_device(device))
+    return paths
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     loaded = read_config(args.config) if args.config else {}
     settings = train_settings(args, loaded)
@@ -145,10 +163,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         base = str(work / "packaged_start.pt")
         run_base_model({"source": "packaged"}, settings, str(work), base, str(work / "packaged_start_history.csv"),
                        str(work))
+    scores = _imagenet_scores(manifests, classes, work, args.device) if settings.get("center") == "imagenet" else []
     log.info("training on %d images of %s; checkpoints and history in %s", n, args.folder, work)
     run_single_class("object", str(manifest), manifests, classes, {c: i + 1 for i, c in enumerate(classes)},
                      settings, str(work), str(args.out), str(work / "history.csv"), base=base, device=args.device,
-                     near_duplicate_bits=args.near_duplicate_bits, labelling=labelling)
+                     near_duplicate_bits=args.near_duplicate_bits, labelling=labelling, score_paths=scores,
+                     top_classes=pseudo_gt_settings(loaded, args.config)["cam_params"]["top_classes"])
     log.info("model -> %s (rlseg predict labels at %s px, scales %s%s by default)", args.out,
              labelling["resolution"] or "its training resolution", labelling["scales"],
              ", mirrored" if labelling["flip"] else "")

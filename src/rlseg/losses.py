@@ -237,26 +237,44 @@ def border_term(x: torch.Tensor, border_width: int, border_mode: str, sides: Seq
     raise ValueError(f"border_mode must be 'sides' or 'band', not {border_mode!r}")
 
 
-def centre_term(x: torch.Tensor, center_half: int | None, center_size: int) -> torch.Tensor:
+def _centre_boxes(x: torch.Tensor, center_half: int | None, center_size: int, centres: torch.Tensor) -> torch.Tensor:
+    """A boolean map [B, H, W] of each image's centre box placed at its own centre (``centres`` [B, 2]: row and
+    column as fractions of the height and width), kept inside the image."""
+    b, h, w = x.shape
+    size = 2 * center_half if center_half is not None else center_size
+    boxes = torch.zeros((b, h, w), dtype=torch.bool, device=x.device)
+    for i, (r, c) in enumerate(centres.tolist()):
+        r0 = min(max(round(r * h) - size // 2, 0), h - size)
+        c0 = min(max(round(c * w) - size // 2, 0), w - size)
+        boxes[i, r0 : r0 + size, c0 : c0 + size] = True
+    return boxes
+
+
+def centre_term(x: torch.Tensor, center_half: int | None, center_size: int,
+                centres: torch.Tensor | None = None) -> torch.Tensor:
+    if centres is not None:
+        return (x[_centre_boxes(x, center_half, center_size, centres)].mean() - 1.0).pow(2)
     box = _centre_box(*x.shape[-2:], center_half, center_size)
     return (_RegionMeans.apply(x, [box])[0] - 1.0).pow(2)
 
 
 def positional_term(x: torch.Tensor, border_width: int, center_half: int | None, center_size: int,
-                border_mode: str, sides: Sequence[str] = SIDES) -> torch.Tensor:
-    if border_mode != "sides":
-        return border_term(x, border_width, border_mode, sides) + centre_term(x, center_half, center_size)
+                border_mode: str, sides: Sequence[str] = SIDES, centres: torch.Tensor | None = None) -> torch.Tensor:
+    if border_mode != "sides" or centres is not None:
+        return border_term(x, border_width, border_mode, sides) + centre_term(x, center_half, center_size, centres)
     # the sides and the centre box in one pass of the gradient
     regions = _sides(border_width, sides)
     means = _RegionMeans.apply(x, [*regions, _centre_box(*x.shape[-2:], center_half, center_size)])
     return means[:-1].pow(2).mean() + (means[-1] - 1.0).pow(2)
 
 
-def centre_loss(probs: torch.Tensor, center_half: int | None = 2, center_size: int = 3) -> torch.Tensor:
+def centre_loss(probs: torch.Tensor, center_half: int | None = 2, center_size: int = 3,
+                centres: torch.Tensor | None = None) -> torch.Tensor:
     """Eq. 5's centre term: (mean object probability on the centre box - 1)^2. The reference's box spans the
     middle +- ``center_half`` pixels (4x4 for 2); with ``center_half=None`` it is ``center_size`` pixels centred
-    (the paper's c = 3)."""
-    return centre_term(probs[:, 1], center_half, center_size)
+    (the paper's c = 3). ``centres`` [B, 2] (row, column as fractions) puts each image's box at its own point
+    instead of the middle."""
+    return centre_term(probs[:, 1], center_half, center_size, centres)
 
 
 def border_loss(probs: torch.Tensor, border_width: int = 3, border_mode: str = "sides",
@@ -274,10 +292,11 @@ def positional_loss(
     center_size: int = 3,
     border_mode: str = "sides",
     sides: Sequence[str] = SIDES,
+    centres: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Positional loss, Eq. 5: the border pushed to background (:func:`border_loss`), the centre box to the object
     (:func:`centre_loss`)."""
-    return positional_term(probs[:, 1], border_width, center_half, center_size, border_mode, sides)
+    return positional_term(probs[:, 1], border_width, center_half, center_size, border_mode, sides, centres)
 
 
 def negative_term(x: torch.Tensor, printed: bool) -> torch.Tensor:

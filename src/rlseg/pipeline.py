@@ -150,11 +150,14 @@ def run_single_class(
     device: str = "auto",
     near_duplicate_bits: int = 4,
     labelling: dict | None = None,
+    score_paths: Sequence[str] = (),
+    top_classes: int = 3,
 ) -> dict:
     """Train one class's U-Net through its stages; negatives are the other classes' images that are not (near-)
     duplicates of the class's own (:func:`rlseg.ingest.negative_paths`), and a negatives folder where the source
     has one. True masks, where they exist, are read for monitoring only. ``labelling`` (:func:`rlseg.settings.
-    labelling_of`: how the run makes its pseudo labels) is recorded in the model, for ``rlseg predict``."""
+    labelling_of`: how the run makes its pseudo labels) is recorded in the model, for ``rlseg predict``.
+    ``score_paths``, ``top_classes``: for ``center: imagenet`` (:func:`rlseg.cam.class_centre_points`)."""
     # torch and the training code: the job's setup_job runs first, and the seconds-long jobs never load them
     import torch
 
@@ -186,7 +189,15 @@ def run_single_class(
             masks = (load_label_masks(mask_paths, res) == ids[cls]).to(torch.uint8)
         return images, negatives, masks
 
-    out = train_single_class(cfg, load, outdir, init_weights=base, device=device, with_negatives=use_negatives)
+    centres = None
+    if cfg.center == "imagenet":
+        from rlseg.cam import class_centre_points
+        from rlseg.runtime import resolve_device
+
+        centres = class_centre_points(cls, paths, classes, score_paths, top_classes, cfg.center_min_ratio,
+                                      resolve_device(device))
+    out = train_single_class(cfg, load, outdir, init_weights=base, device=device, with_negatives=use_negatives,
+                             centres=centres)
     with atomic_path(model_out) as tmp:
         shutil.copyfile(out["final"], tmp)
         if labelling is not None:

@@ -48,8 +48,11 @@ class Batch:
     """One batch as the terms see it: the object channel ``x`` [B, H, W], the positives (with their images) and
     the negatives, each sliced once and only when a term asks."""
 
-    def __init__(self, x: torch.Tensor, image: torch.Tensor, is_negative: torch.Tensor | None) -> None:
+    def __init__(self, x: torch.Tensor, image: torch.Tensor, is_negative: torch.Tensor | None,
+                 centres: torch.Tensor | None = None) -> None:
         self.x, self.image, self.is_negative = x, image, is_negative
+        # the positives' centre points [P, 2] (row, column as fractions), or None: the middle of each image
+        self.centres = centres
         self.has_negatives = is_negative is not None and bool(is_negative.any())
 
     @cached_property
@@ -99,12 +102,12 @@ def _positional(loss: RegularizedLoss, b: Batch) -> torch.Tensor | None:
         # mean object probability squared
         positional = border_term(b.x, loss.border_width, loss.border_mode, loss.border_sides) + b.negatives_squared
         if b.positives is not None:
-            positional = positional + centre_term(b.positives[0], loss.center_half, loss.center_size)
+            positional = positional + centre_term(b.positives[0], loss.center_half, loss.center_size, b.centres)
         return positional
     if b.positives is None:
         return None
     return positional_term(b.positives[0], loss.border_width, loss.center_half, loss.center_size, loss.border_mode,
-                           loss.border_sides)
+                           loss.border_sides, b.centres)
 
 
 def _negative(loss: RegularizedLoss, b: Batch) -> torch.Tensor | None:
@@ -147,10 +150,12 @@ class RegularizedLoss:
     negatives_in_positional: bool = False
 
     def __call__(
-        self, probs: torch.Tensor, image: torch.Tensor, is_negative: torch.Tensor | None = None
+        self, probs: torch.Tensor, image: torch.Tensor, is_negative: torch.Tensor | None = None,
+        centres: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, float]]:
+        """``centres`` [P, 2]: where each positive's centre box goes (row, column as fractions; None: the middle)."""
         # every term reads the object channel: sliced once, so its gradient is one map
-        batch = Batch(probs[:, 1], image, is_negative)
+        batch = Batch(probs[:, 1], image, is_negative, centres)
         total = probs.new_zeros(())
         terms: dict[str, torch.Tensor] = {}
         for term in TERMS:

@@ -54,6 +54,8 @@ class SingleClassConfig:
     vol_target: float | str = _SC["vol_target"]  # "auto": train_single_class estimates it from the start
     vol_minimum: float = _SC["vol_minimum"]
     border_width: int = _SC["border_width"]
+    center: str = _SC["center"]  # "imagenet": the workflow gives train_single_class each photo's centre point
+    center_min_ratio: float = _SC["center_min_ratio"]
     border_sides: list[str] = field(default_factory=lambda: copy.deepcopy(_SC["border_sides"]))
     diagonal: bool = _SC["diagonal"]
     loss_form: str = _SC["loss_form"]  # or "printed": the paper's equations as printed

@@ -129,10 +129,11 @@ def labelling_of(pseudo_gt: dict) -> dict:
 def base_model_settings(base: dict, single_class: dict) -> dict:
     """The single-class settings the base model trains with: no negatives, and a number for the volumetric term's
     target, which ``auto`` cannot give a model that has no start to estimate it with (``base_model.vol_target``;
-    unset: ``single_class.vol_target`` where that is a number, else the schema's, the paper's 0.5)."""
+    unset: ``single_class.vol_target`` where that is a number, else the schema's, the paper's 0.5), and the centre
+    box in the middle: a class-agnostic model has no ImageNet classes of its own to place it with."""
     target = base.get("vol_target")
     if target is None:
         target = single_class["vol_target"]
     if target == "auto":
         target = defaults("single_class")["vol_target"]
-    return {**single_class, "negatives": False, "vol_target": target}
+    return {**single_class, "negatives": False, "vol_target": target, "center": "middle"}

@@ -45,13 +45,22 @@ def _forward(model: SingleClassUNet, x: torch.Tensor, cache: FeatureCache | None
 
 
 def _batch_loss(cfg: SingleClassConfig, loss_fn: RegularizedLoss, probs: torch.Tensor, x: torch.Tensor,
-                n_pos: int, masks: torch.Tensor | None, neg_flags: torch.Tensor | None
-                ) -> tuple[torch.Tensor, dict[str, float]]:
+                n_pos: int, masks: torch.Tensor | None, neg_flags: torch.Tensor | None,
+                centres: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
     """The batch's loss (regularized, or cross-entropy on true masks) and its terms for the history."""
     if cfg.supervision == "gt":
         total = gt_loss(probs[:n_pos], masks)
         return total, {"cross_entropy": float(total.detach())}
-    return loss_fn(probs, x, neg_flags)
+    return loss_fn(probs, x, neg_flags, centres)
+
+
+def _batch_centres(centres: torch.Tensor | None, pos: torch.Tensor, flips: torch.Tensor) -> torch.Tensor | None:
+    """The batch's positives' centre points, mirrored with their images."""
+    if centres is None:
+        return None
+    c = centres[pos].clone()
+    c[:, 1] = torch.where(flips, 1.0 - c[:, 1], c[:, 1])
+    return c
 
 
 def _epoch_row(plan: EpochPlan, epoch: int, sums: dict[str, float], batches: int, cm: ConfusionMatrix | None,
@@ -77,11 +86,14 @@ def fit(
     device: torch.device | None = None,
     tag: int = 0,
     on_epoch: Callable[[dict], None] | None = None,
+    centres: torch.Tensor | None = None,
 ) -> list[dict]:
     """Train ``model`` through ``plans``, checkpointing after every epoch and resuming from ``checkpoint``.
 
     Args:
         images: uint8 [N, 3, H, W] positives.
+        centres: [N, 2] where each positive's centre box goes (row, column as fractions of the image), or None for
+            the middle (the paper).
         negatives: uint8 [M, 3, H, W] images pushed to background in epochs whose plan says so.
         masks: 0/1 (255 void) [N, H, W]: true masks, for monitoring (or the loss when ``supervision == "gt"``).
         run_config: everything that defines this run; a checkpoint made under another one is refused.
@@ -130,7 +142,8 @@ def fit(
                 m = masks[batch.pos]
                 m = torch.where(flips[batch.pos].view(-1, 1, 1), m.flip(-1), m).to(device)
             total, terms = _batch_loss(cfg, loss_fn, probs, x, len(batch.pos), m,
-                                       neg_flags.to(device) if pool_neg is not None else None)
+                                       neg_flags.to(device) if pool_neg is not None else None,
+                                       _batch_centres(centres, batch.pos, flips[batch.pos]))
             if not torch.isfinite(total):
                 raise NonFiniteLossError(
                     f"non-finite loss at stage {plan.stage}, epoch {epoch + 1}, batch {b + 1}: "
@@ -166,6 +179,7 @@ def train_single_class(
     device: str = "auto",
     with_negatives: bool = False,
     on_epoch: Callable[[dict], None] | None = _log_row,
+    centres: torch.Tensor | None = None,
 ) -> dict:
     """Train one class through all its stages and save a model per resolution under ``outdir``.
 
@@ -175,6 +189,7 @@ def train_single_class(
             the last resolution's first).
         init_weights: start the normal stage from these weights (same architecture) and skip annealing.
         with_negatives: run the negative stage after the last resolution.
+        centres: [N, 2] each image's centre point for the positional term (:func:`fit`), or None: the middle.
     Returns:
         {"models": {resolution: path}, "final": path, "history": rows, "seconds": float}.
     """
@@ -213,7 +228,7 @@ def train_single_class(
         run_config = {**base, "resolution": res, "stages": stages}
         ckpt = outdir / f"checkpoint_{res}.pt"
         rows = fit(model, images, plans, cfg, ckpt, run_config, negatives=negatives, masks=masks, device=dev,
-                   tag=ri, on_epoch=on_epoch)
+                   tag=ri, on_epoch=on_epoch, centres=centres)
         for r in rows:
             r["resolution"] = res
         history += rows

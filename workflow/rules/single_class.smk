@@ -29,11 +29,23 @@ rule train_base_model:
         "../../scripts/train_base_model.py"
 
 
+# pseudo_gt.cam_filter: every class's mean ImageNet scores, so that each class's labelling knows which ImageNet
+# classes tell its photos from the others'; single_class.center imagenet reads them too
+CAM = config["pseudo_gt"]["cam_params"] if config["pseudo_gt"]["cam_filter"] else None
+CAM_SCORES = expand(f"{R}/imagenet_scores/{{cls}}.npy", cls=CLASSES) if CAM else []
+
+
+CENTRE_SCORES = (
+    expand(f"{R}/imagenet_scores/{{cls}}.npy", cls=CLASSES) if config["single_class"]["center"] == "imagenet" else []
+)
+
+
 rule train_single_class:
     input:
         manifest=f"{R}/images/{{cls}}/manifest.csv",
         manifests=manifests(),
         base=base_model,
+        scores=CENTRE_SCORES,
     output:
         model=f"{R}/single_class/{{cls}}/model_final.pt",
         history=f"{R}/single_class/{{cls}}/history.csv",
@@ -44,6 +56,7 @@ rule train_single_class:
         negatives_dir=str(SRC.negatives_dir(Path(R))) if SRC.negatives_dir else None,
         masks_dir=str(SRC.monitor_masks_dir(Path(R))) if SRC.monitor_masks_dir else None,
         near_duplicate_bits=config["images"]["near_duplicate_bits"],
+        top_classes=config["pseudo_gt"]["cam_params"]["top_classes"],
     log:
         f"{R}/logs/train_single_class/{{cls}}.log",
     benchmark:
@@ -60,12 +73,6 @@ rule train_single_class:
         "../../envs/rlseg.yaml"
     script:
         "../../scripts/train_single_class.py"
-
-
-# pseudo_gt.cam_filter: every class's mean ImageNet scores, so that each class's labelling knows which ImageNet
-# classes tell its photos from the others'
-CAM = config["pseudo_gt"]["cam_params"] if config["pseudo_gt"]["cam_filter"] else None
-CAM_SCORES = expand(f"{R}/imagenet_scores/{{cls}}.npy", cls=CLASSES) if CAM else []
 
 
 rule imagenet_scores:
