@@ -194,7 +194,9 @@ def photo_recipe_runs(names: list[str], args: argparse.Namespace) -> list[dict]:
     """Each train fold through the photo preset's single-class training (``rlseg train --config`` the preset: the
     schema's defaults, then the preset's ``single_class``), scored on both folds at full size."""
     preset = yaml.safe_load(args.photo_recipe.read_text())
-    cfg, _ = single_class_settings({**defaults("single_class"), **preset.get("single_class", {}), "seed": args.seed})
+    # "center" as rlseg train sets it for one folder without --negatives: no other photos to contrast with
+    cfg, _ = single_class_settings({**defaults("single_class"), **preset.get("single_class", {}), "seed": args.seed,
+                                    "center": "middle"})
     labelling = {**defaults("pseudo_gt"), **preset.get("pseudo_gt", {})}
     labelling["resolution"] = labelling["resolution"] or cfg.resolutions[-1]
     tag = labelling_tag(labelling)

@@ -163,7 +163,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         base = str(work / "packaged_start.pt")
         run_base_model({"source": "packaged"}, settings, str(work), base, str(work / "packaged_start_history.csv"),
                        str(work))
-    scores = _imagenet_scores(manifests, classes, work, args.device) if settings.get("center") == "imagenet" else []
+    scores = []
+    if settings["center"] == "imagenet" and len(classes) < 2:
+        # the class's ImageNet classes are those its photos score above other photos: one folder has none to
+        # contrast with, and its own top classes say little of a varied class (ECSSD's salient objects)
+        log.info("single_class.center imagenet needs --negatives to contrast with: the centre box stays in the middle")
+        settings = {**settings, "center": "middle"}
+    elif settings["center"] == "imagenet":
+        scores = _imagenet_scores(manifests, classes, work, args.device)
     log.info("training on %d images of %s; checkpoints and history in %s", n, args.folder, work)
     run_single_class("object", str(manifest), manifests, classes, {c: i + 1 for i, c in enumerate(classes)},
                      settings, str(work), str(args.out), str(work / "history.csv"), base=base, device=args.device,

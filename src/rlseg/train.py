@@ -200,6 +200,8 @@ def train_single_class(
     model = build_unet(cfg.arch, cpu_kernels=cfg.cpu_kernels)
     if init_weights is not None:
         load_weights(init_weights, model)
+    if cfg.center == "imagenet" and centres is None:
+        raise ValueError("center 'imagenet' places each photo's centre box: give centres (rlseg.cam.centre_points)")
     if cfg.vol_target == "auto" and init_weights is None:
         raise ValueError("vol_target 'auto' is estimated with a starting model: give init_weights")
     t0 = time.time()
