@@ -119,15 +119,20 @@ def test_paper_config_plans_the_full_dag_offline(tmp_path):
 
 
 def test_imagenet_centres_wait_for_every_classs_imagenet_scores(tmp_path):
-    """single_class.center imagenet: each class CNN reads every class's mean ImageNet scores."""
+    """single_class.center imagenet: each class CNN reads every class's mean ImageNet scores, computed on all the
+    run's cores."""
     override = tmp_path / "centre.yaml"
     override.write_text(yaml.safe_dump({"single_class": {"center": "imagenet"}}))
-    proc = snakemake(tmp_path, "-n", "-p", "results/voc_miou.txt", configs=(REPO / "config.yaml", override))
+    proc = snakemake(tmp_path, "-n", "--cores", "4", "results/voc_miou.txt", "results/upper_bound_miou.txt",
+                     configs=(REPO / "config.yaml", override))
     stats = proc.stdout.split("Job stats")[-1]
     n = len(yaml.safe_load((REPO / "config.yaml").read_text())["classes"])
     assert re.search(rf"imagenet_scores\s+{n}\n", stats), stats
     inputs = proc.stdout.split("rule train_single_class:")[1].split("input: ")[1].splitlines()[0]
     assert inputs.count("imagenet_scores/") == n, inputs
+    # each scoring job takes the run's cores, so that the upper bound's network cannot take one while they run
+    scoring = proc.stdout.split("rule imagenet_scores:")[1].split("\n\n")[0]
+    assert "threads: 4" in scoring, scoring
 
 
 def _multiclass_jobs(stdout: str) -> dict[str, dict[str, str]]:

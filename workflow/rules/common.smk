@@ -147,6 +147,15 @@ def multiclass_threads(wildcards):
     return max(config["threads"], (workflow.resource_settings.cores or 0) // networks_trained())
 
 
+def imagenet_threads(wildcards):
+    """Where the class CNNs wait for every class's ImageNet scores (``single_class.center: imagenet``), each
+    scoring job takes the run's cores: the CNNs then start together on all of them, and the upper bound's network
+    takes no core from them in between."""
+    if config["single_class"]["center"] != "imagenet":
+        return config["threads"]
+    return max(config["threads"], workflow.resource_settings.cores or 0)
+
+
 def pipeline_first(wildcards):
     """The scheduler's priority: the jobs toward results/voc_miou.txt before the upper bound's."""
     return 0 if wildcards.get("variant") == "ground_truth" else 1

@@ -85,7 +85,7 @@ rule imagenet_scores:
     benchmark:
         f"{R}/benchmarks/imagenet_scores/{{cls}}.tsv"
     priority: pipeline_first
-    threads: config["threads"]
+    threads: imagenet_threads
     # one classifier pass a photo: a CPU job, which takes no GPU slot from the class CNNs
     resources:
         mem_mb=2000,
