@@ -86,3 +86,31 @@ def _schema_defaults(settings: dict) -> dict:
 
     ns = argparse.Namespace(config=None, negatives=None, **settings)
     return train_settings(ns)
+
+
+@pytest.mark.slow
+def test_train_places_the_centre_box_by_imagenet_only_with_negatives(horse_dir, tmp_path):
+    """single_class.center imagenet: the folder's ImageNet classes are those it scores above --negatives; one folder
+    alone has nothing to contrast with and keeps the middle."""
+    from conftest import SHARED
+
+    ecssd = SHARED / "ecssd" / "images"
+    if not ecssd.is_dir():
+        pytest.skip(f"shared ECSSD not found at {ecssd}")
+    horses, others = tmp_path / "horses", tmp_path / "others"
+    for d, src in ((horses, horse_dir / "images"), (others, ecssd)):
+        d.mkdir()
+        files = sorted(src.glob("*.jpg"))[:8]
+        for p in files:
+            shutil.copyfile(p, d / p.name)
+    cfg = tmp_path / "centre.yaml"
+    cfg.write_text("single_class:\n  center: imagenet\n")
+    tiny = ["--config", str(cfg), "--anneal-epochs", "1", "--normal-epochs", "1", "--resolutions", "[64]",
+            "--threads", "2"]
+    proc = rlseg("train", str(horses), "--out", str(tmp_path / "a.pt"), "--negatives", str(others), *tiny)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert re.search(r"centre box on the map of .*sorrel.*; moved off the middle in \d+ of 8 photos", proc.stderr)
+    assert (tmp_path / "a.work" / "imagenet_scores_negatives.npy").is_file()
+    proc = rlseg("train", str(horses), "--out", str(tmp_path / "b.pt"), *tiny)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "the centre box stays in the middle" in proc.stderr and "centre box on the map" not in proc.stderr
