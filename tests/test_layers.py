@@ -15,7 +15,7 @@ LAYERS = [
     ["io", "imageio", "metrics", "runtime", "checkpoint", "cpu_slots"],
     ["voc", "ingest", "architectures", "synthetic", "crawl", "crf"],
     ["models", "models.encoders", "models.lite", "models.light_decoder", "models.cpu_kernels", "models.unet",
-     "models.deeplab", "losses", "regularized_loss"],
+     "models.deeplab", "positional", "losses", "regularized_loss"],
     ["data", "multiclass_data", "baselines", "evaluate", "cam"],
     ["schedule", "feature_cache", "multiclass", "inference", "packaged"],
     ["train", "study"],

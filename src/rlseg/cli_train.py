@@ -128,6 +128,7 @@ def _outside_inputs(path: Path, folders: list[Path], what: str) -> None:
 def _imagenet_scores(manifests: list[str], classes: list[str], work: Path, device: str) -> list[str]:
     """single_class.center imagenet: the mean ImageNet scores of the folder (and of --negatives, to contrast with),
     written to the work folder."""
+    # torch and the classifier: only a run that asks for ImageNet centres pays them
     from rlseg.cam import write_mean_scores
     from rlseg.runtime import resolve_device
 

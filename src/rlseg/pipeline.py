@@ -190,7 +190,7 @@ def run_single_class(
         return images, negatives, masks
 
     centres = None
-    if cfg.center == "imagenet":
+    if cfg.center == "imagenet":  # the classifier: only a run that asks for ImageNet centres pays it
         from rlseg.cam import class_centre_points
         from rlseg.runtime import resolve_device
 
