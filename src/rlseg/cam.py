@@ -185,8 +185,6 @@ def class_centre_points(cls: str, paths: Sequence[str | os.PathLike], classes: S
                         device: torch.device | str = "cpu") -> torch.Tensor:
     """:func:`centre_points` of class ``cls``'s photos under its ``top_classes`` discriminative ImageNet classes,
     found from every class's mean scores (``score_paths``, in the order of ``classes``)."""
-    if not score_paths:
-        raise ValueError(f"class {cls}: single_class.center 'imagenet' needs every class's ImageNet scores")
     imagenet = cam_filter_of(cls, classes, score_paths, top_classes).classes
     centres = centre_points(paths, imagenet, min_ratio, device)
     moved = int((centres != 0.5).any(1).sum())

@@ -132,17 +132,18 @@ def _imagenet_scores(manifests: list[str], classes: list[str], work: Path, devic
     from rlseg.cam import write_mean_scores
     from rlseg.runtime import resolve_device
 
-    paths = []
-    for manifest, cls in zip(manifests, classes, strict=True):
-        paths.append(str(work / f"imagenet_scores_{cls}.npy"))
-        write_mean_scores(manifest, paths[-1], resolve_device(device))
+    dev = resolve_device(device)
+    paths = [str(work / f"imagenet_scores_{cls}.npy") for cls in classes]
+    for manifest, path in zip(manifests, paths, strict=True):
+        write_mean_scores(manifest, path, dev)
     return paths
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     loaded = read_config(args.config) if args.config else {}
     settings = train_settings(args, loaded)
-    labelling = labelling_settings(loaded, args.config)
+    pseudo_gt = pseudo_gt_settings(loaded, args.config)
+    labelling = labelling_of(pseudo_gt)
     folders = [_folder(args.folder, "the class's images")]
     if args.negatives:
         folders.append(_folder(args.negatives, "--negatives"))
@@ -176,7 +177,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     run_single_class("object", str(manifest), manifests, classes, {c: i + 1 for i, c in enumerate(classes)},
                      settings, str(work), str(args.out), str(work / "history.csv"), base=base, device=args.device,
                      near_duplicate_bits=args.near_duplicate_bits, labelling=labelling, score_paths=scores,
-                     top_classes=pseudo_gt_settings(loaded, args.config)["cam_params"]["top_classes"])
+                     top_classes=pseudo_gt["cam_params"]["top_classes"])
     log.info("model -> %s (rlseg predict labels at %s px, scales %s%s by default)", args.out,
              labelling["resolution"] or "its training resolution", labelling["scales"],
              ", mirrored" if labelling["flip"] else "")
