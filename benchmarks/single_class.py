@@ -54,7 +54,7 @@ from rlseg.metrics import ConfusionMatrix, f_measure, jaccard, per_image_f_measu
 from rlseg.models import ALL_BLOCKS_ENCODERS, build_unet
 from rlseg.packaged import materialise_start, packaged_start
 from rlseg.schedule import single_class_settings
-from rlseg.settings import defaults
+from rlseg.settings import defaults, one_folder_settings
 from rlseg.train import SingleClassConfig, train_single_class
 
 SPLITS = {
@@ -194,9 +194,9 @@ def photo_recipe_runs(names: list[str], args: argparse.Namespace) -> list[dict]:
     """Each train fold through the photo preset's single-class training (``rlseg train --config`` the preset: the
     schema's defaults, then the preset's ``single_class``), scored on both folds at full size."""
     preset = yaml.safe_load(args.photo_recipe.read_text())
-    # "center" as rlseg train sets it for one folder without --negatives: no other photos to contrast with
-    cfg, _ = single_class_settings({**defaults("single_class"), **preset.get("single_class", {}), "seed": args.seed,
-                                    "center": "middle"})
+    # as rlseg train sets it for one folder without --negatives
+    cfg, _ = single_class_settings(one_folder_settings({**defaults("single_class"), **preset.get("single_class", {}),
+                                                        "seed": args.seed}))
     labelling = {**defaults("pseudo_gt"), **preset.get("pseudo_gt", {})}
     labelling["resolution"] = labelling["resolution"] or cfg.resolutions[-1]
     tag = labelling_tag(labelling)

@@ -15,7 +15,7 @@ from rlseg.ingest import check_files, finalize_manifests, folder_images, write_m
 from rlseg.io import InputError, within
 from rlseg.packaged import check_packaged
 from rlseg.pipeline import run_base_model, run_single_class, setup_job
-from rlseg.settings import ConfigError, fill_defaults, labelling_of, schema, validate
+from rlseg.settings import ConfigError, fill_defaults, labelling_of, one_folder_settings, schema, validate
 
 log = logging.getLogger("rlseg")
 
@@ -167,10 +167,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                        str(work))
     scores = []
     if settings["center"] == "imagenet" and len(classes) < 2:
-        # the class's ImageNet classes are those its photos score above other photos: one folder has none to
-        # contrast with, and its own top classes say little of a varied class (ECSSD's salient objects)
         log.info("single_class.center imagenet needs --negatives to contrast with: the centre box stays in the middle")
-        settings = {**settings, "center": "middle"}
+        settings = one_folder_settings(settings)
     elif settings["center"] == "imagenet":
         scores = _imagenet_scores(manifests, classes, work, args.device)
     log.info("training on %d images of %s; checkpoints and history in %s", n, args.folder, work)

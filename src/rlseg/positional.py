@@ -69,14 +69,14 @@ def border_term(x: torch.Tensor, border_width: int, border_mode: str, sides: Seq
 def _centre_boxes(x: torch.Tensor, center_half: int | None, center_size: int, centres: torch.Tensor) -> torch.Tensor:
     """A boolean map [B, H, W] of each image's centre box placed at its own centre (``centres`` [B, 2]: row and
     column as fractions of the height and width), kept inside the image."""
-    b, h, w = x.shape
+    _, h, w = x.shape
     size = 2 * center_half if center_half is not None else center_size
-    boxes = torch.zeros((b, h, w), dtype=torch.bool, device=x.device)
-    for i, (r, c) in enumerate(centres.tolist()):
-        r0 = min(max(round(r * h) - size // 2, 0), h - size)
-        c0 = min(max(round(c * w) - size // 2, 0), w - size)
-        boxes[i, r0 : r0 + size, c0 : c0 + size] = True
-    return boxes
+    at = torch.round(centres.to(torch.float64) * torch.tensor([h, w], dtype=torch.float64, device=centres.device))
+    r0 = (at[:, 0].long() - size // 2).clamp(0, h - size).to(x.device)
+    c0 = (at[:, 1].long() - size // 2).clamp(0, w - size).to(x.device)
+    rows = torch.arange(h, device=x.device)[None, :] - r0[:, None]
+    cols = torch.arange(w, device=x.device)[None, :] - c0[:, None]
+    return ((rows >= 0) & (rows < size))[:, :, None] & ((cols >= 0) & (cols < size))[:, None, :]
 
 
 def centre_term(x: torch.Tensor, center_half: int | None, center_size: int,

@@ -137,3 +137,10 @@ def base_model_settings(base: dict, single_class: dict) -> dict:
     if target == "auto":
         target = defaults("single_class")["vol_target"]
     return {**single_class, "negatives": False, "vol_target": target, "center": "middle"}
+
+
+def one_folder_settings(single_class: dict) -> dict:
+    """The single-class settings for one folder of photos with no other photos beside it (``rlseg train`` without
+    ``--negatives``): the centre box in the middle, since the class's ImageNet classes are those its photos score
+    above other photos, and a folder's own top classes say little of a varied class (ECSSD's salient objects)."""
+    return {**single_class, "center": "middle"}
