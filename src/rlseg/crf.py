@@ -57,7 +57,10 @@ def _kernels(rgb: torch.Tensor, p: CrfParams) -> torch.Tensor:
         d2 = dy * dy + dx * dx
         colour2 = ((_shifted(padded, dy, dx, r) - rgb) ** 2).sum(0)
         valid = _shifted(inside, dy, dx, r)
-        bilateral.append(torch.exp(-d2 / (2 * p.theta_alpha**2) - colour2 / (2 * p.theta_beta**2)) * valid)
+        # exp below e^-80 (1e-35) would make subnormal floats, several times slower to compute, for weights the
+        # normalisation below drops anyway
+        arg = (-d2 / (2 * p.theta_alpha**2) - colour2 / (2 * p.theta_beta**2)).clamp_min(-80.0)
+        bilateral.append(torch.exp(arg) * valid)
         gaussian.append(valid * float(np.exp(-d2 / (2 * p.theta_gamma**2))))
     out = torch.zeros(len(bilateral), h, w)
     for weight, kern in ((p.w_bilateral, torch.stack(bilateral)), (p.w_gaussian, torch.stack(gaussian))):
