@@ -322,6 +322,17 @@ def test_negative_epoch_sees_only_its_sample(tmp_path):
     assert sum(seen) == 3 * (6 + 3)  # each epoch: the class's 6 images and ceil(0.5 x 6) negatives
 
 
+def test_auto_floor_keeps_the_papers_ratio_to_the_target():
+    # the paper's 0.15 floor under its 0.5 target; a number stays as given
+    assert SingleClassConfig(**{**TINY, "vol_target": 0.5, "vol_minimum": "auto"}).floor == pytest.approx(0.15)
+    assert SingleClassConfig(**{**TINY, "vol_target": 0.2, "vol_minimum": "auto"}).floor == pytest.approx(0.06)
+    assert SingleClassConfig(**{**TINY, "vol_target": 0.2, "vol_minimum": 0.1}).floor == 0.1
+    loss = SingleClassConfig(**{**TINY, "vol_target": 0.2, "vol_minimum": "auto"}).loss(LossWeights())
+    assert loss.vol_minimum == pytest.approx(0.06)
+    with pytest.raises(ValueError, match="estimate the target first"):
+        SingleClassConfig(**{**TINY, "vol_target": "auto", "vol_minimum": "auto"}).floor  # noqa: B018
+
+
 def test_auto_volumetric_target_is_the_starts_object_size_and_resumes(tmp_path):
     from rlseg.inference import predict
 

@@ -18,6 +18,8 @@ __all__ = ["EpochPlan", "SingleClassConfig", "anneal_sigmas", "epoch_order", "ne
            "stage_plans"]
 
 _SC = defaults("single_class")
+# the paper's per-image floor over its batch-mean target: 0.15 : 0.5
+FLOOR_RATIO = 0.3
 
 
 @dataclass
@@ -52,7 +54,7 @@ class SingleClassConfig:
     negative_ratio: float = _SC["negative_ratio"]  # negatives per own image, drawn afresh; 0: all, every epoch
     lambda_s: float = _SC["lambda_s"]
     vol_target: float | str = _SC["vol_target"]  # "auto": train_single_class estimates it from the start
-    vol_minimum: float = _SC["vol_minimum"]
+    vol_minimum: float | str = _SC["vol_minimum"]  # "auto": FLOOR_RATIO of vol_target (the paper's 0.15 : 0.5)
     border_width: int = _SC["border_width"]
     center: str = _SC["center"]  # "imagenet": the workflow gives train_single_class each photo's centre point
     center_min_ratio: float = _SC["center_min_ratio"]
@@ -82,13 +84,23 @@ class SingleClassConfig:
         return cls(**d)
 
     @property
+    def floor(self) -> float:
+        """The volumetric term's per-image floor: ``vol_minimum``, or with ``auto`` the paper's ratio of floor to
+        target applied to ``vol_target`` (which must be a number by then)."""
+        if self.vol_minimum != "auto":
+            return float(self.vol_minimum)
+        if isinstance(self.vol_target, str):
+            raise ValueError("vol_minimum 'auto' follows vol_target: estimate the target first")
+        return round(FLOOR_RATIO * self.vol_target, 4)
+
+    @property
     def arch(self) -> dict:
         return unet_arch(asdict(self))
 
     def loss(self, weights: LossWeights) -> RegularizedLoss:
         printed = self.loss_form == "printed"
         return RegularizedLoss(
-            weights=weights, diagonal=self.diagonal, vol_target=self.vol_target, vol_minimum=self.vol_minimum,
+            weights=weights, diagonal=self.diagonal, vol_target=self.vol_target, vol_minimum=self.floor,
             lambda_s=self.lambda_s, small_reduction="sum" if printed else "mean", border_width=self.border_width,
             center_half=None if printed else 2, center_size=3, border_mode="band" if printed else "sides",
             border_sides=tuple(self.border_sides), negative_printed=False,

@@ -216,9 +216,10 @@ def train_single_class(
         last = cfg.resolutions[-1]
         loaded[last] = load(last)
         fraction = float(predict(model, loaded[last][0], cfg.batch_size, dev).mean())
-        cfg = replace(cfg, vol_target=round(max(fraction, cfg.vol_minimum), 4))
-        log.info("vol_target auto: %.4f (the start's mean object probability %.4f on %d images at %d px)",
-                 cfg.vol_target, fraction, len(loaded[last][0]), last)
+        floor = 0.0 if cfg.vol_minimum == "auto" else cfg.vol_minimum
+        cfg = replace(cfg, vol_target=round(max(fraction, floor), 4))
+        log.info("vol_target auto: %.4f, floor %.4f (the start's mean object probability %.4f on %d images at %d px)",
+                 cfg.vol_target, cfg.floor, fraction, len(loaded[last][0]), last)
     # the cache size and the CPU kernels are not part of what a checkpoint must match: they change speed and float
     # rounding, not the run
     settings = {k: v for k, v in asdict(cfg).items() if k not in ("feature_cache_mb", "cpu_kernels")}
