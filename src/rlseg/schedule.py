@@ -18,7 +18,8 @@ __all__ = ["EpochPlan", "SingleClassConfig", "anneal_sigmas", "epoch_order", "ne
            "stage_plans"]
 
 _SC = defaults("single_class")
-# the paper's per-image floor over its batch-mean target (the schema's defaults, 0.15 : 0.5): vol_minimum auto's
+# the paper's per-image floor over its batch-mean target (the schema's defaults, 0.15 : 0.5): the ratio
+# vol_minimum auto applies
 FLOOR_RATIO = _SC["vol_minimum"] / _SC["vol_target"]
 
 
