@@ -13,8 +13,8 @@ OUT=$(mkdir -p "${1:-results/benchmarks/gpu_check}" && cd "${1:-results/benchmar
 export OMP_WAIT_POLICY=PASSIVE
 if [[ "${GPU_CHECK_QUICK:-0}" == 1 ]]; then
   # the smallest sizes, and the smoke run to its score only (the report's figures are drawing, not the device)
-  IMAGES=8 EPOCHS=2 PAPER="--images 4 --epochs 1 --multiclass-steps 1 --multiclass-batch 2 --multiclass-crop 129"
-  SCORE_ONLY=1
+  IMAGES=8 EPOCHS=2 SCORE_ONLY=1
+  PAPER="--images 4 --epochs 1 --multiclass-steps 1 --multiclass-batch 2 --multiclass-crop 129 --label-batch 2 --calls 1"
 else
   IMAGES=64 EPOCHS=4 PAPER="" SCORE_ONLY=0
 fi

@@ -48,9 +48,10 @@ def _sync(dev: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def calls_per_s(fn, dev: torch.device, n: int) -> float:
-    """Calls of ``fn`` per second over ``n`` calls after one to warm up."""
-    fn()
+def calls_per_s(fn, dev: torch.device, n: int, warm_up: bool = True) -> float:
+    """Calls of ``fn`` per second over ``n`` calls, after one to warm up unless the caller has."""
+    if warm_up:
+        fn()
     _sync(dev)
     t0 = time.perf_counter()
     for _ in range(n):
@@ -69,11 +70,12 @@ def single_class_rate(cfg: SingleClassConfig, size: int, dev: torch.device, imag
         rows = fit(model, x, plans, cfg, Path(tmp) / "c.pt", {"size": size}, device=dev, on_epoch=None)
     seconds = sum(r["seconds"] for r in rows[1:])  # the first epoch warms up (kernels, a cache if any)
     model.train()
-    xb = torch.rand(cfg.batch_size, 3, size, size, device=dev)
+    # a step's FLOPs grow with the batch linearly: two images give the per-image figure of a batch of 16 (to 0.3 %)
+    xb = torch.rand(2, 3, size, size, device=dev)
     with FlopCounterMode(display=False) as counter:
         total, _ = cfg.loss(plans[0].weights)(model(xb), xb, None)
         total.backward()
-    return images * (len(rows) - 1) / seconds, counter.get_total_flops() / cfg.batch_size
+    return images * (len(rows) - 1) / seconds, counter.get_total_flops() / len(xb)
 
 
 def multiclass_rate(mc: dict, num_classes: int, dev: torch.device, batch: int, steps: int) -> tuple[float, float]:
@@ -92,10 +94,9 @@ def multiclass_rate(mc: dict, num_classes: int, dev: torch.device, batch: int, s
         loss.backward()
         opt.step()
 
-    rate = batch * calls_per_s(step, dev, steps)
-    with FlopCounterMode(display=False) as counter:
+    with FlopCounterMode(display=False) as counter:  # also the warm-up step
         step()
-    return rate, counter.get_total_flops() / batch
+    return batch * calls_per_s(step, dev, steps, warm_up=False), counter.get_total_flops() / batch
 
 
 def main() -> None:
@@ -107,6 +108,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=2, help="timed epochs per single-class timing")
     ap.add_argument("--multiclass-batch", type=int, default=2)
     ap.add_argument("--multiclass-steps", type=int, default=2)
+    ap.add_argument("--label-batch", type=int, default=32, help="images per timed pseudo-label batch")
+    ap.add_argument("--calls", type=int, default=2, help="timed calls of each inference timing, after a warm-up")
     ap.add_argument("--multiclass-crop", type=int, default=None,
                     help="crop side of the multi-class timing (default: the config's multiclass.crop)")
     ap.add_argument("--gpu-tflops", type=float, default=100.0,
@@ -144,17 +147,17 @@ def main() -> None:
     emit("multiclass_images_per_s", mc_rate, flops_per_image=mc_flops, crop=mc["crop"], arch=mc["arch"],
          device=str(dev))
     unet = build_unet(scfg.arch, pretrained=False).to(dev).eval()
-    xb = torch.rand(32, 3, hi, hi, device=dev)
+    xb = torch.rand(args.label_batch, 3, hi, hi, device=dev)
 
     def label_batch() -> None:
         with torch.inference_mode(), autocast(dev):
             unet(xb)
 
-    pgt_rate = 32 * calls_per_s(label_batch, dev, 2)
+    pgt_rate = args.label_batch * calls_per_s(label_batch, dev, args.calls)
     deeplab = build_multiclass({"arch": mc["arch"], "encoder": mc["encoder"], "num_classes": classes + 1},
                                pretrained=False).to(dev).eval()
     photo = Image.new("RGB", VOC_SIZE)
-    pred_rate = calls_per_s(lambda: predict_full(deeplab, photo, dev), dev, 2)
+    pred_rate = calls_per_s(lambda: predict_full(deeplab, photo, dev), dev, args.calls)
     emit("pseudo_gt_images_per_s", pgt_rate, px=hi, device=str(dev))
     emit("predict_images_per_s", pred_rate, size=list(VOC_SIZE), device=str(dev))
 

@@ -118,6 +118,13 @@ GOOD = {
 }
 
 
+def write_all(folder, files: dict[str, bytes]) -> None:
+    """Write each ``{name: bytes}`` into ``folder`` (made if missing)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+
+
 def make_voc(root, classes: dict[str, int], per_class: int = 10, val: int = 4, size: int = 64, seed: int = 0):
     """A tiny VOC 2012 layout: single-class and mixed train images (XML labels, class PNGs) and a val split.
 

@@ -8,23 +8,15 @@ import os
 import numpy as np
 import pytest
 import torch
-import yaml
-from fixtures import BAD, GOOD, good_jpeg
+from fixtures import BAD, GOOD, good_jpeg, write_all
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
-from snakemake_helpers import REPO, SMOKE, snakemake
 
 from rlseg.imageio import BadImageError, load_image, load_mask
-from rlseg.ingest import check_files, read_manifest
+from rlseg.ingest import check_files
 from rlseg.io import atomic_path, save_torch, write_text
 from rlseg.voc import voc_palette
-
-
-def write_all(folder, files: dict[str, bytes]):
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, data in files.items():
-        (folder / name).write_bytes(data)
 
 
 @pytest.mark.parametrize("name", sorted(BAD))
@@ -152,32 +144,3 @@ def _mutate(data: bytes, edits: list[tuple[int, int]], cut: int) -> bytes:
         if b:
             b[pos % len(b)] = val
     return bytes(b[: max(cut, 1)]) if cut < len(b) else bytes(b)
-
-
-@pytest.mark.slow
-def test_smoke_pipeline_on_a_folder_with_bad_images(tmp_path):
-    from rlseg.synthetic import WorldSpec, write_world
-
-    world = tmp_path / "world"
-    write_world(world, WorldSpec(classes=("disc", "box"), images_per_class=8, negatives=0, eval_images=4, size=64))
-    folder = tmp_path / "images"
-    for cls in ("disc", "box"):
-        (folder / cls).mkdir(parents=True)
-        for p in (world / "images" / cls).iterdir():
-            (folder / cls / p.name).write_bytes(p.read_bytes())
-    write_all(folder / "disc", {name: data for name, (data, _) in BAD.items()})
-    write_all(folder / "disc", GOOD)
-    (folder / "disc" / "escape.jpg").symlink_to(world / "eval" / "JPEGImages" / "eval_0001.jpg")
-    cfg = tmp_path / "bad.yaml"
-    cfg.write_text(yaml.safe_dump({"images": {"source": "folder", "root": str(folder), "min_side": 32},
-                                   "eval": {"source": "voc_dir", "root": str(world / "eval")}}))
-    work = tmp_path / "work"
-    proc = snakemake(work, "results/voc_miou.txt", configs=(REPO / "config.yaml", SMOKE, cfg))
-    manifest = {r["path"].rsplit("/", 1)[-1]: r for r in read_manifest(work / "results/images/disc/manifest.csv")}
-    for name, (_, reason) in BAD.items():
-        assert manifest[name]["status"] == "skipped" and reason in manifest[name]["reason"], manifest[name]
-    assert "outside the data folder" in manifest["escape.jpg"]["reason"]
-    assert all(manifest[name]["status"] == "used" for name in GOOD)
-    assert (work / "results" / "voc_miou.txt").is_file()
-    log = (work / "results" / "logs" / "manifests.log").read_text()
-    assert "class disc: skipped 7 of" in log, proc.stdout[-2000:]

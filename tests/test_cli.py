@@ -105,8 +105,8 @@ def test_train_places_the_centre_box_by_imagenet_only_with_negatives(horse_dir, 
             shutil.copyfile(p, d / p.name)
     cfg = tmp_path / "centre.yaml"
     cfg.write_text("single_class:\n  center: imagenet\n")
-    tiny = ["--config", str(cfg), "--anneal-epochs", "1", "--normal-epochs", "1", "--resolutions", "[64]",
-            "--threads", "2"]
+    tiny = ["--config", str(cfg), "--anneal-epochs", "1", "--normal-epochs", "1", "--negative-epochs", "1",
+            "--resolutions", "[64]", "--threads", "2"]
     proc = rlseg("train", str(horses), "--out", str(tmp_path / "a.pt"), "--negatives", str(others), *tiny)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert re.search(r"centre box on the map of .*sorrel.*; moved off the middle in \d+ of 8 photos", proc.stderr)

@@ -1,4 +1,5 @@
-"""Image sources and evaluation sets end to end: voc_single + voc_dir on a tiny VOC fixture, folder images."""
+"""Image sources and evaluation sets end to end: voc_single + voc_dir on a tiny VOC fixture, folder images (bad
+files among them)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from fixtures import make_voc
+from fixtures import BAD, GOOD, make_voc, write_all
 from PIL import Image
 from snakemake_helpers import REPO, SCORES, SMOKE, recomputed_scores, rows, snakemake
 
 from rlseg.checkpoint import load_weights
+from rlseg.ingest import read_manifest
 from rlseg.voc import pascal_single
 
 
@@ -48,7 +50,9 @@ def test_voc_single_with_voc_dir_evaluation_end_to_end(tmp_path):
 
 
 @pytest.mark.slow
-def test_folder_images_with_voc_dir_evaluation(tmp_path):
+def test_folder_images_with_bad_files_and_voc_dir_evaluation(tmp_path):
+    """A user's folder, with the files a web search leaves in it, through the whole workflow: each bad file is
+    skipped with its reason, the odd but valid ones are used."""
     from rlseg.synthetic import WorldSpec, write_world
 
     world = tmp_path / "world"
@@ -56,9 +60,12 @@ def test_folder_images_with_voc_dir_evaluation(tmp_path):
     folder = tmp_path / "my images"  # a space in the path
     for cls in ("disc", "box"):
         shutil.copytree(world / "images" / cls, folder / cls)
+    write_all(folder / "disc", {name: data for name, (data, _) in BAD.items()})
+    write_all(folder / "disc", GOOD)
+    (folder / "disc" / "escape.jpg").symlink_to(world / "eval" / "JPEGImages" / "eval_0001.jpg")
     cfg = tmp_path / "folder.yaml"
     cfg.write_text(yaml.safe_dump({
-        "images": {"source": "folder", "root": str(folder)},
+        "images": {"source": "folder", "root": str(folder), "min_side": 32},
         "eval": {"source": "voc_dir", "root": str(world / "eval")},
         # every class starts from a base model, as the paper's VOC runs start from Oxford-IIIT Pet, and asks the
         # volumetric term for the object size it sees (the photo preset's), which the base model cannot
@@ -69,8 +76,14 @@ def test_folder_images_with_voc_dir_evaluation(tmp_path):
     for p in sorted((world / "eval" / "JPEGImages").iterdir()):
         shutil.copy(p, world / "negatives" / p.name)
     work = tmp_path / "work"
-    snakemake(work, "results/voc_miou.txt", configs=(REPO / "config.yaml", SMOKE, cfg))
+    proc = snakemake(work, "results/voc_miou.txt", configs=(REPO / "config.yaml", SMOKE, cfg))
     r = work / "results"
+    manifest = {m["path"].rsplit("/", 1)[-1]: m for m in read_manifest(r / "images" / "disc" / "manifest.csv")}
+    for name, (_, reason) in BAD.items():
+        assert manifest[name]["status"] == "skipped" and reason in manifest[name]["reason"], manifest[name]
+    assert "outside the data folder" in manifest["escape.jpg"]["reason"]
+    assert all(manifest[name]["status"] == "used" for name in GOOD)
+    assert "class disc: skipped 7 of" in (r / "logs" / "manifests.log").read_text(), proc.stdout[-2000:]
     assert (r / "voc_miou.txt").read_text().strip() == f"{recomputed_scores(work)[0]:.2f}"
     assert not (r / "upper_bound_miou.txt").exists()  # a user's folder has no true masks
     assert len(rows(r / "predictions" / "pseudo_gt" / "pairs.csv")) == 5
